@@ -1,0 +1,95 @@
+"""The backbone contract and the ParAIsite head that the core puts on top of every backbone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import torch
+from torch import nn
+
+
+class Backbone:
+    """Base class for backbone plugins.
+
+    Subclasses set the class attributes and implement :meth:`featurise`, :meth:`collate` and
+    :meth:`build`; a backbone with published weights also implements :meth:`load_weights`.
+    The module returned by :meth:`build` maps a collated batch to a ``(batch, representation_dim)``
+    tensor: the backbone's last hidden representation, on which the ParAIsite head is put.
+    """
+
+    #: Registry name (lower case), used on the command line.
+    name: ClassVar[str] = ""
+    #: "structure" (needs a CIF per record) or "composition" (needs only the formula).
+    input_kind: ClassVar[str] = "structure"
+    representation_dim: ClassVar[int] = 0
+    description: ClassVar[str] = ""
+    #: Published-weights sources: name -> one-line description.
+    weight_sources: ClassVar[dict[str, str]] = {}
+    #: The source that ``Init.weights("default")`` means, or None if the backbone has none.
+    default_weights: ClassVar[str | None] = None
+
+    def settings(self) -> dict[str, Any]:
+        """Everything that changes what :meth:`featurise` returns (part of the feature-cache key)."""
+        return {}
+
+    def featurise(self, record) -> Any:
+        """Turn one record into model input; raise :class:`~paraisite_bench.errors.RecordError` if it can't."""
+        raise NotImplementedError
+
+    def collate(self, features: Sequence[Any]) -> Any:
+        """Batch a list of featurised records."""
+        raise NotImplementedError
+
+    def build(self) -> nn.Module:
+        """A module with random weights mapping a batch to ``(batch, representation_dim)``."""
+        raise NotImplementedError
+
+    def load_weights(self, module: nn.Module, source: str, data_dir: Path) -> dict[str, Any]:
+        """Load published weights ``source`` into ``module`` strictly; return what was loaded.
+
+        The returned dict holds at least ``tensors_loaded`` and ``tensors_total``.
+        """
+        raise NotImplementedError(f"backbone {self.name!r} has no published weights")
+
+    def resolve_source(self, source: str) -> str:
+        if source == "default":
+            if not self.default_weights:
+                from .errors import UserError
+
+                raise UserError(f"backbone {self.name!r} has no published weights: "
+                                "use a strategy that starts from random weights (e.g. scratch)")
+            return self.default_weights
+        return source
+
+    def to_device(self, batch: Any, device: torch.device) -> Any:
+        return batch.to(device) if hasattr(batch, "to") else batch
+
+
+class ParAIsiteHead(nn.Module):
+    """The ParAIsite MLP: dense layers with ReLU (paper: 350, 350, 350), then one output."""
+
+    def __init__(self, in_dim: int, hidden: Sequence[int] = (350, 350, 350)):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for width in hidden:
+            layers += [nn.Linear(in_dim, width), nn.ReLU()]
+            in_dim = width
+        layers.append(nn.Linear(in_dim, 1))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x).squeeze(-1)
+
+
+class ParAIsiteModel(nn.Module):
+    """Backbone representation → ParAIsite head → standardised log10(κ+1)."""
+
+    def __init__(self, backbone_module: nn.Module, representation_dim: int, hidden: Sequence[int]):
+        super().__init__()
+        self.backbone = backbone_module
+        self.head = ParAIsiteHead(representation_dim, hidden)
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        rep = self.backbone(batch)
+        return self.head(rep.reshape(rep.shape[0], -1))

@@ -1,0 +1,298 @@
+"""The ``paraisite-bench`` command line."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import importlib
+import json
+import os
+import platform
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import click
+
+from .errors import UserError
+from .protocol import PRESETS, SELECTION_MODES
+
+
+def _names(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    names = tuple(dict.fromkeys(v.strip().lower() for v in value.split(",") if v.strip()))
+    if not names:
+        raise UserError("empty list of names: give comma-separated names, e.g. dataset1,mix")
+    return names
+
+
+def _pairs(value: str | None, option: str) -> tuple[tuple[str, int], ...] | None:
+    if value is None:
+        return None
+    out = []
+    for item in value.split(","):
+        name, _, n = item.partition("=")
+        try:
+            out.append((name.strip().lower(), int(n)))
+        except ValueError:
+            raise UserError(f"{option} {value!r}: expected NAME=INTEGER[,NAME=INTEGER...], e.g. aflow=400") from None
+        if out[-1][1] < 1:
+            raise UserError(f"{option} {value!r}: the number must be ≥ 1")
+    return tuple(out)
+
+
+def _registry(plugin_modules=()):
+    from .plugins import load_registry
+
+    mods = []
+    for m in plugin_modules:
+        try:
+            mods.append(importlib.import_module(m))
+        except Exception as exc:
+            raise UserError(f"--plugin {m!r} cannot be imported ({type(exc).__name__}: {exc})") from None
+    return load_registry(mods)
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("paraisite-bench", "torch", "matgl", "torch-geometric", "pymatgen-core", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="paraisite-bench")
+def cli():
+    """Benchmark transfer learning for lattice-thermal-conductivity prediction (ParAIsite protocol)."""
+
+
+@cli.command()
+@click.option("--plugin", "plugin_modules", multiple=True, help="Also load this importable plugin module.")
+def plugins(plugin_modules):
+    """List every backbone, dataset and strategy, and which plugin provides it."""
+    reg = _registry(plugin_modules)
+    click.echo("backbones:")
+    for name, cls in sorted(reg.backbones.items()):
+        weights = ", ".join(cls.weight_sources) or "none"
+        click.echo(f"  {name:12s} [{reg.providers[('backbone', name)]}] {cls.input_kind} input, "
+                   f"{cls.representation_dim}-d representation; published weights: {weights}. {cls.description}")
+    click.echo("datasets:")
+    for name, spec in sorted(reg.datasets.items()):
+        extra = f" (= {' ∪ '.join(spec.components)})" if spec.components else ""
+        click.echo(f"  {name:12s} [{spec.plugin}] {spec.description}{extra}")
+    click.echo("strategies:")
+    for name, st in sorted(reg.strategies.items()):
+        chain = " → ".join(f"{s.init}>{s.dataset}" if i == 0 else s.dataset for i, s in enumerate(st.stages))
+        click.echo(f"  {name:12s} [{st.plugin}] {chain}. {st.description}")
+    if reg.broken:
+        click.echo("broken plugins:")
+        for name, err in reg.broken:
+            click.echo(f"  {name}: {err}")
+
+
+@cli.command()
+@click.option("--preset", type=click.Choice(sorted(PRESETS), case_sensitive=False), default="paper",
+              show_default=True, help="Protocol defaults; explicit options override them.")
+@click.option("--backbones", help="Comma-separated backbone names.")
+@click.option("--strategies", help="Comma-separated strategy names.")
+@click.option("--train", help="Comma-separated training datasets.")
+@click.option("--test", help="Comma-separated test datasets.")
+@click.option("--splits", type=click.IntRange(1), help="Number of random 80/20 splits (paper: 9).")
+@click.option("--epochs", type=click.IntRange(1), help="Epochs per stage (paper: 300).")
+@click.option("--stage-epochs", help="Epochs for stages on given datasets, e.g. aflow=20.")
+@click.option("--subsample", help="Cap records of a dataset (deterministic), e.g. aflow=400.")
+@click.option("--batch-size", type=click.IntRange(1))
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True))
+@click.option("--seed", type=int)
+@click.option("--selection", type=click.Choice(sorted(SELECTION_MODES), case_sensitive=False),
+              help="paper: select the epoch on the 20 %% part; heldout: on an inner part of the 80 %%.")
+@click.option("--scaler-fit", type=click.Choice(["all", "train"], case_sensitive=False),
+              help="Fit the label scaler on all records (original code) or on training records only.")
+@click.option("--cosine-tmax", type=click.IntRange(0), help="Cosine lr schedule T_max in epochs (0: constant).")
+@click.option("--head", help="Widths of the ParAIsite head's dense layers, e.g. 350,350,350.")
+@click.option("--out", type=click.Path(file_okay=False), default="runs/latest", show_default=True,
+              help="Run directory (results, store, report).")
+@click.option("--data-dir", type=click.Path(), help="Data root with ltc/ and models/ (else $PARAISITE_BENCH_DATA).")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Feature cache (else $PARAISITE_BENCH_CACHE "
+              "or ~/.cache/paraisite-bench).")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Jobs run in parallel.")
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True, help="Torch threads per job.")
+@click.option("--plugin", "plugin_modules", multiple=True, help="Also load this importable plugin module.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
+def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs, subsample, batch_size, lr,
+        seed, selection, scaler_fit, cosine_tmax, head, out, data_dir, cache_dir, workers, threads,
+        plugin_modules, progress):
+    """Train and evaluate every backbone × strategy × train × test cell; resumable."""
+    from .context import Context
+    from .data import resolve_data_dir
+    from .jobs import build_plan
+    from .outputs import write_outputs
+    from .runner import execute
+    from .store import Store
+
+    started = dt.datetime.now().isoformat(timespec="seconds")
+    base = PRESETS[preset.lower()]
+    overrides = {k: v for k, v in dict(
+        splits=splits, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+        selection=selection.lower() if selection else None, scaler_fit=scaler_fit.lower() if scaler_fit else None,
+        cosine_tmax=cosine_tmax, subsample=_pairs(subsample, "--subsample"),
+        stage_epochs=_pairs(stage_epochs, "--stage-epochs"),
+    ).items() if v is not None}
+    if head is not None:
+        try:
+            overrides["head"] = tuple(int(w) for w in head.split(","))
+        except ValueError:
+            raise UserError(f"--head {head!r}: expected comma-separated widths, e.g. 350,350,350") from None
+    if selection and selection.lower() == "heldout" and scaler_fit is None:
+        overrides["scaler_fit"] = "train"  # the honest mode never lets the scaler see validation labels
+    protocol = dataclasses.replace(base["protocol"], **overrides)
+    backbones = _names(backbones) or base["backbones"]
+    strategies = _names(strategies) or base["strategies"]
+    train = _names(train) or base["train"]
+    test = _names(test) or base["test"]
+
+    data_root = resolve_data_dir(data_dir)
+    registry = _registry(plugin_modules)
+    for name, err in registry.broken:
+        click.echo(f"warning: plugin {name} is broken and was skipped: {err}", err=True)
+    for kind, names in (("backbone", backbones), ("strategy", strategies), ("dataset", train + test)):
+        for n in names:
+            registry.get(kind, n)
+    for name, _n in protocol.subsample + protocol.stage_epochs:
+        registry.get("dataset", name)
+
+    out_dir = Path(out)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write to run directory {out_dir} ({exc.strerror}): choose another --out") from None
+
+    ctx = Context(registry, data_root, protocol, Path(cache_dir) if cache_dir else None)
+    plan = build_plan(ctx, backbones, strategies, train, test)
+    for b, s, reason in plan.skipped:
+        click.echo(f"warning: {b} × {s} skipped: {reason}", err=True)
+    if not plan.stages:
+        raise UserError("nothing to run: every backbone × strategy combination was skipped")
+    store = Store(out_dir / "store.sqlite")
+    log_path = out_dir / "run.log"
+
+    def log(msg):
+        with open(log_path, "a") as fh:
+            fh.write(f"[{dt.datetime.now().isoformat(timespec='seconds')}] {msg}\n")
+
+    run_info = {
+        "out": str(out_dir), "preset": preset.lower(), "command": " ".join(["paraisite-bench", *sys.argv[1:]]),
+        "backbones": list(backbones), "strategies": list(strategies), "train": list(train), "test": list(test),
+        "protocol": protocol.to_dict(), "data_dir": str(data_root), "started": started, "finished": None,
+        "versions": _versions(), "machine": platform.machine(), "workers": workers, "threads": threads,
+        "cells": [dataclasses.asdict(c) for c in plan.cells], "stages": list(plan.stages),
+        "data": {n: ctx.dataset(n).fingerprint for n in sorted({s.dataset for s in plan.stages.values()} | set(test))},
+    }
+    (out_dir / "run.json").write_text(json.dumps(run_info, indent=1))
+    log(f"start: {run_info['command']}")
+    t0 = time.time()
+    outcome = None
+    try:
+        outcome = execute(plan, ctx, store, workers=workers, threads=threads, plugin_modules=plugin_modules,
+                          progress=progress, log=log)
+    finally:
+        run_info["finished"] = dt.datetime.now().isoformat(timespec="seconds")
+        run_info["wall_s"] = round(time.time() - t0, 1)
+        (out_dir / "run.json").write_text(json.dumps(run_info, indent=1))
+        skipped = [{"dataset": e.source, "id": e.record_id, "problem": e.problem, "hint": e.hint}
+                   for e in {(e.source, e.record_id): e for e in ctx.skipped}.values()]
+        result = write_outputs(out_dir, store, run_info, skipped)
+        store.close()
+    _summary(out_dir, outcome, result, skipped, plan, run_info)
+    if outcome.interrupted:
+        raise UserError(f"interrupted: finished jobs are stored in {out_dir}; run the same command to resume")
+    if outcome.failed:
+        sys.exit(1)
+
+
+def _summary(out_dir, outcome, result, skipped, plan, run_info):
+    table = result["table"]
+    echo = click.echo
+    echo("")
+    echo(f"paraisite-bench: {outcome.trained} stages trained, {outcome.reused} reused, "
+         f"{len(outcome.failed)} failed, {outcome.evaluated} evaluations, {outcome.wall_s:.0f} s")
+    by = {}
+    for r in table:
+        by.setdefault((r["backbone"], r["strategy"], r["selection"]), []).append(r)
+    tests = run_info["test"]
+    for (b, s, sel), rows in sorted(by.items()):
+        echo(f"  {b} / {s} ({sel}) — MAPE mean (std); paper in [ ]")
+        echo("    " + "train \\ test".ljust(12) + "".join(t.ljust(22) for t in tests))
+        for tr in run_info["train"]:
+            cells = {r["test"]: r for r in rows if r["train"] == tr}
+            if not cells:
+                continue
+            line = "    " + tr.ljust(12)
+            for te in tests:
+                c = cells.get(te)
+                txt = f"{c['mape_mean']:.2f} ({c['mape_std']:.2f})" if c else "—"
+                if c and c["paper_mean"] != "":
+                    txt += f" [{c['paper_mean']:.2f}]"
+                line += txt.ljust(22)
+            echo(line)
+    if skipped:
+        echo(f"  {len(skipped)} record(s) skipped (see {out_dir / 'skipped.csv'}), e.g.:")
+        for s in skipped[:3]:
+            echo(f"    {s['dataset']}: record {s['id']!r}: {s['problem']}")
+    for label, err in outcome.failed[:5]:
+        echo(f"  FAILED {label}: {err}")
+    echo(f"  results: {out_dir / 'results.csv'}  table: {out_dir / 'table1.csv'}  report: {out_dir / 'report.html'}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+def report(run_dir):
+    """Rewrite results.csv, table1.csv, curves.csv and report.html of RUN_DIR from its store."""
+    from .outputs import load_run_info, write_outputs
+    from .store import Store
+
+    info = load_run_info(Path(run_dir))
+    store = Store(Path(run_dir) / "store.sqlite")
+    result = write_outputs(Path(run_dir), store, info)
+    store.close()
+    click.echo(f"{len(result['rows'])} results, {len(result['table'])} cells → {Path(run_dir) / 'report.html'}")
+
+
+def main(argv=None):
+    """Entry point: user errors are one line on stderr (exit 2), never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="paraisite-bench", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except UserError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted; run the same command again to resume", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except SystemExit:
+        raise
+    except Exception as exc:
+        if os.environ.get("PARAISITE_BENCH_DEBUG"):
+            raise
+        click.echo(f"error: internal error {type(exc).__name__}: {exc} "
+                   "(set PARAISITE_BENCH_DEBUG=1 for the traceback, and please report it)", err=True)
+        sys.exit(3)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Loaded datasets, cached features and splits for one run (shared by every job of the run)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .data import LoadContext, Record, records_fingerprint, validate_records
+from .errors import RecordError, UserError
+from .plugins import Registry
+from .protocol import Protocol, Split, make_split, stable_hash, subsample_ids
+
+
+@dataclass
+class LoadedDataset:
+    name: str
+    records: dict[str, Record]
+    fingerprint: str
+    skipped: list[RecordError] = field(default_factory=list)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("PARAISITE_BENCH_CACHE", Path.home() / ".cache" / "paraisite-bench"))
+
+
+class Context:
+    """Datasets (validated, subsampled), features per (backbone, dataset) and splits."""
+
+    def __init__(self, registry: Registry, data_dir: Path, protocol: Protocol, cache_dir: Path | None = None):
+        self.registry = registry
+        self.data_dir = Path(data_dir)
+        self.protocol = protocol
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self._datasets: dict[str, LoadedDataset] = {}
+        self._features: dict[tuple[str, str], dict] = {}
+        self._backbones: dict[str, object] = {}
+        self.skipped: list[RecordError] = []
+
+    # ---- datasets ----------------------------------------------------------------------------
+    def atomic_names(self, name: str) -> list[str]:
+        spec = self.registry.dataset(name)
+        if not spec.components:
+            return [spec.name]
+        return [a for c in spec.components for a in self.atomic_names(c)]
+
+    def dataset(self, name: str) -> LoadedDataset:
+        spec = self.registry.dataset(name)
+        if spec.name in self._datasets:
+            return self._datasets[spec.name]
+        if spec.components:
+            parts = [self.dataset(c) for c in spec.components]
+            records = {k: v for p in parts for k, v in p.records.items()}
+            loaded = LoadedDataset(spec.name, records, stable_hash([p.fingerprint for p in parts]))
+        else:
+            try:
+                raw = spec.loader(LoadContext(self.data_dir))
+            except UserError:
+                raise
+            except Exception as exc:
+                raise UserError(f"dataset {spec.name!r} (plugin {spec.plugin}) failed to load: "
+                                f"{type(exc).__name__}: {exc}") from None
+            good, bad = validate_records(spec.name, raw)
+            n = self.protocol.subsample_for(spec.name)
+            if n is not None:
+                keep = set(subsample_ids(spec.name, [r.id for r in good], n, self.protocol.seed))
+                good = [r for r in good if r.id in keep]
+            if not good:
+                raise UserError(f"dataset {spec.name!r} has no valid records ({len(bad)} rejected): "
+                                "check its file")
+            loaded = LoadedDataset(spec.name, {r.id: r for r in good}, records_fingerprint(good), bad)
+            self.skipped.extend(bad)
+        self._datasets[spec.name] = loaded
+        return loaded
+
+    # ---- splits ------------------------------------------------------------------------------
+    def split(self, name: str, r: int) -> Split:
+        """Split r of a dataset (a union dataset's split r is the union of its components')."""
+        spec = self.registry.dataset(name)
+        if spec.components:
+            parts = [self.split(c, r) for c in spec.components]
+            out = parts[0]
+            for p in parts[1:]:
+                out = out | p
+            return out
+        p = self.protocol
+        return make_split(spec.name, self.dataset(name).records, r, p.seed, p.test_fraction,
+                          p.inner_val_fraction)
+
+    # ---- features ----------------------------------------------------------------------------
+    def backbone(self, name: str):
+        key = name.lower()
+        if key not in self._backbones:
+            self._backbones[key] = self.registry.backbone(key)
+        return self._backbones[key]
+
+    def feature_cache_path(self, backbone: str, dataset: str) -> Path:
+        bb = self.backbone(backbone)
+        key = stable_hash({"backbone": bb.name, "settings": bb.settings(),
+                           "data": self.dataset(dataset).fingerprint})
+        return self.cache_dir / "features" / f"{bb.name}-{dataset}-{key}.pt"
+
+    def features(self, backbone: str, dataset: str, progress=None) -> dict:
+        """id -> features of every featurisable record of ``dataset`` (cached on disk; computed once)."""
+        bb = self.backbone(backbone)
+        atoms = self.atomic_names(dataset)
+        if len(atoms) > 1 or atoms[0] != self.registry.dataset(dataset).name:
+            out: dict = {}
+            for a in atoms:
+                out.update(self.features(backbone, a, progress))
+            return out
+        name = atoms[0]
+        if (bb.name, name) in self._features:
+            return self._features[(bb.name, name)]
+        path = self.feature_cache_path(backbone, name)
+        cached = None
+        if path.exists():
+            try:
+                cached = torch.load(path, map_location="cpu", weights_only=False)
+            except Exception:
+                cached = None  # a broken cache file is recomputed, never used
+        if cached is None:
+            feats, errors = {}, {}
+            records = list(self.dataset(name).records.values())
+            bar = progress(total=len(records), desc=f"featurise {bb.name}/{name}") if progress else None
+            for rec in records:
+                try:
+                    feats[rec.id] = bb.featurise(rec)
+                except RecordError as exc:
+                    errors[rec.id] = exc
+                except Exception as exc:  # a backbone that chokes on one record skips that record
+                    errors[rec.id] = RecordError(name, rec.id, f"{bb.name} cannot featurise it "
+                                                 f"({type(exc).__name__}: {str(exc)[:120]})",
+                                                 "fix or remove this record")
+                if bar:
+                    bar.update(1)
+            if bar:
+                bar.close()
+            cached = {"features": feats, "errors": {k: (e.source, e.record_id, e.problem, e.hint)
+                                                     for k, e in errors.items()}}
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            torch.save(cached, tmp)
+            os.replace(tmp, path)
+        self.skipped.extend(RecordError(*e) for e in cached["errors"].values())
+        self._features[(bb.name, name)] = cached["features"]
+        return cached["features"]

@@ -1,0 +1,166 @@
+"""Records, dataset specifications, the data root, and record validation."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .errors import RecordError, UserError
+
+DATA_ENV = "PARAISITE_BENCH_DATA"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One material: an id, a reduced formula, kappa in W/(m K) at 300 K and (optionally) a CIF."""
+
+    id: str
+    formula: str
+    kappa: float
+    cif: str | None = None
+    source: str = ""
+
+    @cached_property
+    def structure(self):
+        """The pymatgen Structure parsed from ``cif`` (raises RecordError if it does not parse)."""
+        if not self.cif:
+            raise RecordError(self.source, self.id, "has no crystal structure (CIF)",
+                              "a structure backbone needs a CIF for every record")
+        return parse_cif(self.cif, self.source, self.id)
+
+
+def parse_cif(text: str, source: str, record_id: str):
+    """Parse CIF text into an ordered pymatgen Structure, or raise a RecordError that says why."""
+    import warnings
+
+    from pymatgen.core import Structure
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            structure = Structure.from_str(text, fmt="cif")
+    except Exception as exc:  # pymatgen raises many kinds of errors on broken CIFs
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RecordError(source, record_id, f"CIF does not parse ({msg[:120]})",
+                          "fix or remove this record") from None
+    if len(structure) == 0:
+        raise RecordError(source, record_id, "CIF has no atoms", "fix or remove this record")
+    if not structure.is_ordered:
+        raise RecordError(source, record_id, "structure is disordered (partial occupancies)",
+                          "give an ordered structure")
+    if not (0.1 < structure.volume / len(structure) < 1e4):
+        raise RecordError(source, record_id,
+                          f"absurd cell volume ({structure.volume:.3g} Å^3 for {len(structure)} atoms)",
+                          "check the lattice parameters")
+    return structure
+
+
+@dataclass
+class LoadContext:
+    """What a dataset loader gets: the data root (``ltc/``, ``models/`` below it)."""
+
+    data_dir: Path
+
+    def path(self, *parts: str) -> Path:
+        p = self.data_dir.joinpath(*parts)
+        if not p.exists():
+            raise UserError(f"data file {p} is missing: the data root ({self.data_dir}) must hold "
+                            f"{'/'.join(parts)} (set --data-dir or {DATA_ENV})")
+        return p
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset contributed by a plugin.
+
+    ``loader(ctx) -> list[Record]`` returns the raw records; the core validates them.
+    ``components`` makes this dataset the union of others (e.g. MIX = Dataset1 ∪ Dataset2):
+    then ``loader`` is unused and split r is the union of the components' splits r.
+    ``fingerprint(ctx)`` returns a checksum of the data (default: hash of the loaded records).
+    """
+
+    name: str
+    description: str
+    citation: str = ""
+    loader: Callable[[LoadContext], list[Record]] | None = None
+    components: tuple[str, ...] = ()
+    display_name: str = ""
+    plugin: str = field(default="", compare=False)
+
+    @property
+    def label(self) -> str:
+        return self.display_name or self.name
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
+    """The data root from ``--data-dir`` or ``$PARAISITE_BENCH_DATA``; one clear error if absent."""
+    raw = data_dir or os.environ.get(DATA_ENV)
+    if not raw:
+        raise UserError(f"no data root: pass --data-dir DIR or set {DATA_ENV}=DIR, where DIR holds "
+                        "ltc/*.json.gz and models/* (e.g. ../shared/data)")
+    path = Path(raw).expanduser().resolve()
+    if not path.is_dir():
+        raise UserError(f"data root {path} does not exist: it must hold ltc/*.json.gz and models/* "
+                        f"(set --data-dir or {DATA_ENV})")
+    return path
+
+
+def read_ltc_json(path: Path, source_name: str) -> tuple[dict, list[Record]]:
+    """Read a ``{name, description, records:[{id, formula, kappa, cif}]}`` (optionally gzip) file."""
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: cannot read as JSON ({exc}); expected "
+                        "{name, records:[{id, formula, kappa, cif}]}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("records"), list):
+        raise UserError(f"{path}: no 'records' list; expected {{name, records:[{{id, formula, kappa, cif}}]}}")
+    records = []
+    for i, r in enumerate(doc["records"]):
+        if not isinstance(r, dict):
+            records.append(Record(id=f"#{i}", formula="", kappa=float("nan"), source=source_name))
+            continue
+        records.append(Record(id=str(r.get("id", f"#{i}")), formula=str(r.get("formula", "")),
+                              kappa=r.get("kappa"), cif=r.get("cif"), source=source_name))
+    return doc, records
+
+
+def validate_records(name: str, records: Sequence[Record]) -> tuple[list[Record], list[RecordError]]:
+    """Keep good records; return the bad ones as RecordErrors (κ ≤ 0, NaN, not a number, duplicate id)."""
+    good: list[Record] = []
+    bad: list[RecordError] = []
+    seen: set[str] = set()
+    for r in records:
+        try:
+            kappa = float(r.kappa)
+        except (TypeError, ValueError):
+            bad.append(RecordError(name, r.id, f"kappa {r.kappa!r} is not a number", "give κ in W/(m K)"))
+            continue
+        if math.isnan(kappa) or math.isinf(kappa):
+            bad.append(RecordError(name, r.id, f"kappa is {kappa}", "give a finite κ in W/(m K)"))
+            continue
+        if kappa <= 0:
+            bad.append(RecordError(name, r.id, f"kappa {kappa} ≤ 0", "κ must be positive (W/(m K))"))
+            continue
+        if r.id in seen:
+            bad.append(RecordError(name, r.id, "duplicate id", "ids must be unique; the first one is kept"))
+            continue
+        seen.add(r.id)
+        good.append(r if kappa == r.kappa else Record(r.id, r.formula, kappa, r.cif, r.source))
+    return good, bad
+
+
+def records_fingerprint(records: Sequence[Record]) -> str:
+    """A checksum of the records' content (id, κ, CIF), independent of where they were read from."""
+    h = hashlib.sha256()
+    for r in records:
+        h.update(f"{r.id}\x1f{r.kappa!r}\x1f{r.cif or r.formula}\x1e".encode())
+    return h.hexdigest()[:16]

@@ -1,0 +1,91 @@
+"""The plugin contract of paraisite-bench.
+
+A plugin is any module registered under the ``paraisite_bench`` entry-point group, e.g. in its
+``pyproject.toml``::
+
+    [project.entry-points.paraisite_bench]
+    my_backbone = "my_package.plugin"
+
+and implementing one or more of the hooks below with :data:`paraisite_bench.hookimpl`.
+The built-in backbones, datasets and strategies are registered through this very group.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("paraisite_bench")
+
+
+@hookspec
+def register_backbones(register):
+    """Register backbone classes: ``register(BackboneSubclass)``.
+
+    A backbone (see :class:`paraisite_bench.backbone.Backbone`) featurises records, builds a torch
+    module from random weights or from a named published-weights source, and returns its last
+    hidden representation, on which the core puts the ParAIsite head. Runnable example::
+
+        import torch
+        from paraisite_bench import hookimpl
+        from paraisite_bench.backbone import Backbone
+
+        class MeanMass(Backbone):
+            name = "meanmass"
+            input_kind = "composition"
+            representation_dim = 1
+
+            def featurise(self, record):
+                return torch.tensor([record.composition_weight()])
+
+            def collate(self, features):
+                return torch.stack(features)
+
+            def build(self, weights=None, data_dir=None):
+                return torch.nn.Identity()
+
+        @hookimpl
+        def register_backbones(register):
+            register(MeanMass)
+    """
+
+
+@hookspec
+def register_datasets(register):
+    """Register datasets: ``register(DatasetSpec(...))``.
+
+    A dataset provides validated records (id, formula, kappa, structure) plus a description and a
+    citation (see :class:`paraisite_bench.data.DatasetSpec`). A dataset may also be the union of
+    other datasets (``components=("dataset1", "dataset2")``): its split r is then the union of
+    its components' splits r. Runnable example::
+
+        from paraisite_bench import hookimpl
+        from paraisite_bench.data import DatasetSpec, Record
+
+        def load(ctx):
+            return [Record(id="x1", formula="NaCl", kappa=6.5, cif=None)]
+
+        @hookimpl
+        def register_datasets(register):
+            register(DatasetSpec(name="tiny", description="one record", citation="-", loader=load))
+    """
+
+
+@hookspec
+def register_strategies(register):
+    """Register transfer strategies: ``register(Strategy(name, stages=[...]))``.
+
+    A strategy is a chain of training stages; each stage is (initialisation, dataset) where the
+    initialisation of the first stage is ``Init.random()`` or ``Init.weights("<source>")`` and the
+    dataset of the last stage is the run's target (``TARGET``). Runnable example::
+
+        from paraisite_bench import hookimpl
+        from paraisite_bench.strategy import Init, Stage, Strategy, TARGET
+
+        @hookimpl
+        def register_strategies(register):
+            register(Strategy(
+                name="double-mix",
+                description="published weights -> MIX -> target",
+                stages=(Stage(Init.weights("default"), "mix"), Stage(Init.previous(), TARGET)),
+            ))
+    """

@@ -1,0 +1,90 @@
+"""The job graph: training stages (with their dependencies) and the cells they answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .context import Context
+from .errors import UserError
+from .protocol import stable_hash
+from .train import StageSpec
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One number of Table I for one split: (backbone, strategy, train, test, split) → a stage."""
+
+    backbone: str
+    strategy: str
+    train: str
+    test: str
+    split: int
+    stage_key: str
+    chain: str
+
+
+@dataclass
+class Plan:
+    stages: dict[str, StageSpec] = field(default_factory=dict)  # in dependency order
+    cells: list[Cell] = field(default_factory=list)
+    #: stage key -> test datasets to evaluate it on
+    evals: dict[str, list[str]] = field(default_factory=dict)
+    #: (backbone, strategy) pairs that cannot run, with the reason
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def dependents(self, key: str) -> list[str]:
+        return [k for k, s in self.stages.items() if s.parent == key]
+
+
+def build_plan(ctx: Context, backbones, strategies, train, test) -> Plan:
+    """Expand backbones × strategies × train × splits into stages; stages with the same key
+    (e.g. the AFLOW stage shared by every ``double`` job of a split) appear once."""
+    reg = ctx.registry
+    protocol = ctx.protocol
+    plan = Plan()
+    train = [reg.dataset(t).name for t in train]
+    test = [reg.dataset(t).name for t in test]
+    for b in backbones:
+        bb = ctx.backbone(b)
+        for s in strategies:
+            strategy = reg.strategy(s)
+            chain_probe = strategy.chain(train[0] if train else "")
+            reason = None
+            for st in chain_probe:
+                if st.init.kind == "weights":
+                    try:
+                        bb.resolve_source(st.init.source)
+                    except UserError as exc:
+                        reason = str(exc)
+            if reason:
+                plan.skipped.append((bb.name, strategy.name, reason))
+                continue
+            for t in train:
+                if t in strategy.skip_targets:
+                    continue
+                chain = strategy.chain(t)
+                for r in range(protocol.splits):
+                    parent = None
+                    labels = []
+                    for st in chain:
+                        ds = reg.dataset(st.dataset).name
+                        init = (f"weights:{bb.resolve_source(st.init.source)}" if st.init.kind == "weights"
+                                else st.init.kind)
+                        options = protocol.training_options(ds)
+                        key = stable_hash({
+                            "backbone": bb.name, "settings": bb.settings(), "init": init, "parent": parent,
+                            "dataset": ds, "data": [ctx.dataset(a).fingerprint for a in ctx.atomic_names(ds)],
+                            "split": r, "options": options,
+                        })
+                        labels.append(f"{init}>{ds}" if not labels else ds)
+                        if key not in plan.stages:
+                            plan.stages[key] = StageSpec(key=key, backbone=bb.name, init=init, parent=parent,
+                                                         dataset=ds, split=r, options=options,
+                                                         label=f"{bb.name}:{'>'.join(labels)}#{r}")
+                        parent = key
+                    plan.evals.setdefault(parent, [])
+                    for te in test:
+                        if te not in plan.evals[parent]:
+                            plan.evals[parent].append(te)
+                        plan.cells.append(Cell(bb.name, strategy.name, t, te, r, parent, ">".join(labels)))
+    return plan

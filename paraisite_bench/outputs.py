@@ -1,0 +1,124 @@
+"""Run-directory outputs, all derived from the store (regenerating them never retrains anything):
+results.csv, table1.csv, curves.csv, skipped.csv, report.html."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+from .reference import PAPER_CAVEATS, PAPER_TABLE1, STRATEGY_STEP
+from .store import Store
+
+RESULT_FIELDS = ["backbone", "strategy", "train", "test", "split", "mape", "n_test", "best_epoch", "selection",
+                 "chain", "weights_loaded", "stage_key"]
+TABLE_FIELDS = ["backbone", "strategy", "train", "test", "selection", "mape_mean", "mape_std", "n_splits",
+                "paper_mean", "paper_std", "paper_source"]
+
+
+def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
+def result_rows(cells: list[dict], store: Store) -> list[dict]:
+    rows = []
+    stage_cache: dict[str, dict | None] = {}
+    for c in cells:
+        key = c["stage_key"]
+        if key not in stage_cache:
+            stage_cache[key] = store.stage(key)
+        st = stage_cache[key]
+        ev = store.evals(key).get(c["test"]) if st and st["status"] == "done" else None
+        if ev is None:
+            continue
+        info = st["weights_info"] or {}
+        rows.append({
+            "backbone": c["backbone"], "strategy": c["strategy"], "train": c["train"], "test": c["test"],
+            "split": c["split"], "mape": ev["mape"], "n_test": ev["n_test"], "best_epoch": st["best_epoch"],
+            "selection": st["spec"]["options"]["selection"], "chain": c["chain"],
+            "weights_loaded": _weights_loaded(store, key), "stage_key": key,
+        })
+    return rows
+
+
+def _weights_loaded(store: Store, key: str) -> str:
+    """How many published tensors the chain's first stage loaded (e.g. '106/108'), or ''."""
+    while key:
+        st = store.stage(key)
+        if st is None:
+            return ""
+        info = st["weights_info"] or {}
+        if str(info.get("init", "")).startswith("weights:"):
+            return f"{info.get('tensors_loaded')}/{info.get('tensors_total')}"
+        key = st["spec"].get("parent")
+    return ""
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """Mean and sample std (ddof=1) over splits per backbone × strategy × train × test × selection."""
+    groups: dict[tuple, list[float]] = defaultdict(list)
+    for r in rows:
+        groups[(r["backbone"], r["strategy"], r["train"], r["test"], r["selection"])].append(float(r["mape"]))
+    out = []
+    for (b, s, tr, te, sel), vals in groups.items():
+        n = len(vals)
+        mean = sum(vals) / n
+        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0
+        paper = PAPER_TABLE1.get((s, tr, te))
+        out.append({"backbone": b, "strategy": s, "train": tr, "test": te, "selection": sel,
+                    "mape_mean": round(mean, 6), "mape_std": round(std, 6), "n_splits": n,
+                    "paper_mean": paper[0] if paper else "", "paper_std": paper[1] if paper else "",
+                    "paper_source": paper[2] if paper else ""})
+    return out
+
+
+def curve_rows(stage_keys, store: Store) -> list[dict]:
+    rows = []
+    for key in stage_keys:
+        st = store.stage(key)
+        if not st or st["status"] != "done":
+            continue
+        spec = st["spec"]
+        for c in st["curves"] or []:
+            rows.append({"stage_key": key, "stage": spec["label"], "backbone": spec["backbone"],
+                         "init": spec["init"], "dataset": spec["dataset"], "split": spec["split"], **c})
+    return rows
+
+
+def write_outputs(run_dir: Path, store: Store, run_info: dict, skipped: list[dict] | None = None) -> dict:
+    """(Re)write every output file of a run directory from the store; return the table rows."""
+    run_dir = Path(run_dir)
+    cells = run_info["cells"]
+    rows = result_rows(cells, store)
+    table = aggregate(rows)
+    _write_csv(run_dir / "results.csv", RESULT_FIELDS, rows)
+    _write_csv(run_dir / "table1.csv", TABLE_FIELDS, table)
+    stage_keys = run_info.get("stages", sorted({c["stage_key"] for c in cells}))
+    curves = curve_rows(stage_keys, store)
+    _write_csv(run_dir / "curves.csv", ["stage_key", "stage", "backbone", "init", "dataset", "split", "epoch",
+                                        "train_mape", "val_mape", "lr"], curves)
+    if skipped is not None:
+        _write_csv(run_dir / "skipped.csv", ["dataset", "id", "problem", "hint"], skipped)
+    from .report import render_report
+
+    (run_dir / "report.html").write_text(render_report(table, run_info, len(rows), len(cells)))
+    return {"rows": rows, "table": table}
+
+
+def load_run_info(run_dir: Path) -> dict:
+    path = Path(run_dir) / "run.json"
+    if not path.exists():
+        from .errors import UserError
+
+        raise UserError(f"{run_dir} is not a run directory (no run.json): give the --out folder of a run")
+    return json.loads(path.read_text())
+
+
+__all__ = ["write_outputs", "aggregate", "result_rows", "load_run_info", "STRATEGY_STEP", "PAPER_CAVEATS"]

@@ -1,0 +1,158 @@
+"""The protocol: target transform, splits, metrics and the options that define a run."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+SELECTION_MODES = {
+    "paper": "epoch selected on the 20 % validation part, MAPE reported on that same part (as the paper)",
+    "heldout": "epoch selected on an inner validation part of the training data; MAPE on the untouched 20 %",
+}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Every option that changes what a training stage computes (part of each job's key)."""
+
+    splits: int = 9
+    epochs: int = 300
+    batch_size: int = 8
+    lr: float = 1e-3
+    seed: int = 42
+    test_fraction: float = 0.2
+    #: "paper" (select on the 20 % part) or "heldout" (select on an inner part of the 80 %).
+    selection: str = "paper"
+    inner_val_fraction: float = 0.2
+    #: Fit the label scaler on "all" records of the dataset (the original code) or "train" only.
+    scaler_fit: str = "all"
+    #: Cosine annealing T_max in epochs, stepped once per epoch (original code: 1000); 0 = constant lr.
+    cosine_tmax: int = 1000
+    head: tuple[int, ...] = (350, 350, 350)
+    #: Per-dataset cap on records (deterministic subsample), e.g. {"aflow": 400}.
+    subsample: tuple[tuple[str, int], ...] = ()
+    #: Epochs for stages on a given dataset (e.g. (("aflow", 20),)); others use ``epochs``.
+    stage_epochs: tuple[tuple[str, int], ...] = ()
+
+    def epochs_for(self, dataset: str) -> int:
+        return dict(self.stage_epochs).get(dataset, self.epochs)
+
+    def subsample_for(self, dataset: str) -> int | None:
+        return dict(self.subsample).get(dataset)
+
+    def training_options(self, dataset: str) -> dict:
+        """The options that determine a stage on ``dataset`` (used in its key)."""
+        return {
+            "epochs": self.epochs_for(dataset), "batch_size": self.batch_size, "lr": self.lr,
+            "seed": self.seed, "test_fraction": self.test_fraction, "selection": self.selection,
+            "inner_val_fraction": self.inner_val_fraction, "scaler_fit": self.scaler_fit,
+            "cosine_tmax": self.cosine_tmax, "head": list(self.head),
+            "subsample": self.subsample_for(dataset),
+        }
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["subsample"] = dict(self.subsample)
+        d["stage_epochs"] = dict(self.stage_epochs)
+        return d
+
+
+PRESETS: dict[str, dict] = {
+    # The paper's protocol (and the original code's scaler and lr schedule).
+    "paper": dict(
+        protocol=Protocol(),
+        backbones=("megnet",), strategies=("scratch", "pretrained", "double"),
+        train=("dataset1", "dataset2", "mix", "aflow"), test=("dataset1", "dataset2", "mix", "aflow"),
+    ),
+    # A small real run: 2 splits, 15 epochs, AFLOW subsampled to 400 structures. Minutes on 2 cores.
+    "quick": dict(
+        protocol=Protocol(splits=2, epochs=15, subsample=(("aflow", 400),)),
+        backbones=("megnet",), strategies=("scratch", "pretrained", "double"),
+        train=("dataset1", "dataset2", "mix", "aflow"), test=("dataset1", "dataset2", "mix", "aflow"),
+    ),
+}
+
+
+def stable_hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+# ---- target transform -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TargetTransform:
+    """y = (log10(κ + 1) − mean) / std, and back."""
+
+    mean: float
+    std: float
+
+    @staticmethod
+    def fit(kappa) -> "TargetTransform":
+        logk = np.log10(np.asarray(kappa, dtype=np.float64) + 1.0)
+        std = float(logk.std())
+        return TargetTransform(float(logk.mean()), std if std > 0 else 1.0)
+
+    def forward(self, kappa):
+        if isinstance(kappa, torch.Tensor):
+            return (torch.log10(kappa + 1.0) - self.mean) / self.std
+        return (np.log10(np.asarray(kappa, dtype=np.float64) + 1.0) - self.mean) / self.std
+
+    def inverse(self, y):
+        if isinstance(y, torch.Tensor):
+            # Clamp in log space so that an untrained model cannot overflow float32.
+            return torch.pow(10.0, (y * self.std + self.mean).clamp(max=8.0)) - 1.0
+        return np.power(10.0, np.asarray(y, dtype=np.float64) * self.std + self.mean) - 1.0
+
+
+def mape(pred, true) -> float:
+    """Mean absolute percentage error as a fraction (0.34 = 34 %), as in the paper's Table I."""
+    pred = np.asarray(pred, dtype=np.float64)
+    true = np.asarray(true, dtype=np.float64)
+    return float(np.mean(np.abs(pred - true) / np.abs(true)))
+
+
+# ---- splits -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Split:
+    """Ids of one split r of one dataset: the 80 % training part (with its inner train/validation
+    parts for the held-out selection mode) and the 20 % test part."""
+
+    train: tuple[str, ...]
+    test: tuple[str, ...]
+    inner_train: tuple[str, ...]
+    inner_val: tuple[str, ...]
+
+    def __or__(self, other: "Split") -> "Split":
+        return Split(self.train + other.train, self.test + other.test,
+                     self.inner_train + other.inner_train, self.inner_val + other.inner_val)
+
+
+def make_split(dataset: str, ids, r: int, seed: int, test_fraction: float, inner_val_fraction: float) -> Split:
+    """Split r of a dataset: depends only on (dataset name, ids, r, seed), so it is identical for
+    every backbone and strategy (paired comparisons) and reproducible."""
+    ids = sorted(ids)
+    rng = np.random.default_rng([seed, r, zlib.crc32(dataset.encode())])
+    perm = rng.permutation(len(ids))
+    n_test = max(1, int(round(test_fraction * len(ids))))
+    test = tuple(ids[i] for i in sorted(perm[:n_test]))
+    train_idx = perm[n_test:]
+    n_inner = max(1, int(round(inner_val_fraction * len(train_idx))))
+    inner_val = tuple(ids[i] for i in sorted(train_idx[:n_inner]))
+    inner_train = tuple(ids[i] for i in sorted(train_idx[n_inner:]))
+    train = tuple(ids[i] for i in sorted(train_idx))
+    return Split(train, test, inner_train, inner_val)
+
+
+def subsample_ids(dataset: str, ids, n: int, seed: int) -> list[str]:
+    ids = sorted(ids)
+    if n >= len(ids):
+        return ids
+    rng = np.random.default_rng([seed, zlib.crc32(b"subsample:" + dataset.encode())])
+    return sorted(ids[i] for i in rng.choice(len(ids), size=n, replace=False))

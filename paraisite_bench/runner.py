@@ -1,0 +1,236 @@
+"""Execute a plan: train stages in dependency order (serially or in worker processes), evaluate,
+and record everything in the store as soon as each job finishes."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import importlib
+import multiprocessing as mp
+import queue
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .context import Context
+from .errors import UserError
+from .jobs import Plan
+from .plugins import load_registry
+from .protocol import Protocol
+from .store import Store
+from .train import StageSpec, checkpoint_digest, evaluate, load_checkpoint, save_checkpoint, train_stage
+
+
+@dataclass(frozen=True)
+class Task:
+    spec: StageSpec
+    train: bool
+    tests: tuple[str, ...]
+    checkpoint: str  # where the stage's checkpoint is (or goes)
+    parent_checkpoint: str | None
+    parent_checksum: str | None
+
+
+# ---- worker side ------------------------------------------------------------------------------
+
+_WORKER: dict = {}
+
+
+def init_worker(data_dir: str, cache_dir: str, protocol: Protocol, plugin_modules: tuple[str, ...],
+                threads: int, progress_queue=None) -> None:
+    """Set up a worker: its own thread count (set deliberately, never guessed), plugins, context."""
+    torch.set_num_threads(threads)
+    modules = [importlib.import_module(m) for m in plugin_modules]
+    registry = load_registry(modules)
+    _WORKER["ctx"] = Context(registry, Path(data_dir), protocol, Path(cache_dir))
+    _WORKER["queue"] = progress_queue
+
+
+def run_task(task: Task) -> dict:
+    ctx: Context = _WORKER["ctx"]
+    q = _WORKER.get("queue")
+    cb = _WORKER.get("callback")
+    out: dict = {"key": task.spec.key}
+    try:
+        if task.train:
+            parent = None
+            if task.parent_checkpoint:
+                parent = load_checkpoint(Path(task.parent_checkpoint), task.parent_checksum)
+
+            def on_epoch(epoch, total):
+                if q is not None:
+                    q.put((task.spec.key, epoch, total))
+                if cb is not None:
+                    cb(task.spec.key, epoch, total)
+
+            payload, summary = train_stage(ctx, task.spec, parent, on_epoch)
+            out["checksum"] = save_checkpoint(Path(task.checkpoint), payload)
+            out["summary"] = summary
+            ckpt = payload
+        else:
+            ckpt = load_checkpoint(Path(task.checkpoint))
+        out["evals"] = [evaluate(ctx, task.spec, ckpt, t) for t in task.tests]
+    except UserError as exc:
+        out["error"] = str(exc)
+    except Exception as exc:  # a failing job is reported; the rest of the grid runs
+        out["error"] = f"{type(exc).__name__}: {exc}"
+        out["traceback"] = traceback.format_exc()
+    return out
+
+
+class InlineExecutor(cf.Executor):
+    """Runs each task in this process at submit time (``--workers 1``)."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        fut: cf.Future = cf.Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # KeyboardInterrupt propagates to the caller
+            if not isinstance(exc, Exception):
+                raise
+            fut.set_exception(exc)
+        return fut
+
+
+# ---- parent side ------------------------------------------------------------------------------
+
+@dataclass
+class RunOutcome:
+    trained: int = 0
+    evaluated: int = 0
+    reused: int = 0
+    failed: list = dataclasses.field(default_factory=list)
+    interrupted: bool = False
+    wall_s: float = 0.0
+
+
+def plan_tasks(plan: Plan, store: Store) -> tuple[list[Task], int]:
+    """The tasks still to do; finished stages (checkpoint present and intact) are reused."""
+    tasks, reused = [], 0
+    for key, spec in plan.stages.items():
+        row = store.stage(key)
+        ckpt = store.checkpoint_path(key)
+        done = bool(row and row["status"] == "done" and ckpt.exists() and checkpoint_digest(ckpt) == row["checksum"])
+        have = store.evals(key) if done else {}
+        tests = tuple(t for t in plan.evals.get(key, []) if t not in have)
+        if done:
+            reused += 1
+            if not tests:
+                continue
+        parent_row = store.stage(spec.parent) if spec.parent else None
+        tasks.append(Task(spec, not done, tests, str(ckpt),
+                          str(store.checkpoint_path(spec.parent)) if spec.parent else None,
+                          parent_row["checksum"] if parent_row else None))
+    return tasks, reused
+
+
+def execute(plan: Plan, ctx: Context, store: Store, workers: int = 1, threads: int = 1,
+            plugin_modules: tuple[str, ...] = (), progress: bool | None = None, log=None) -> RunOutcome:
+    from tqdm import tqdm
+
+    t0 = time.time()
+    tasks, reused = plan_tasks(plan, store)
+    outcome = RunOutcome(reused=reused)
+    # Featurise every dataset the tasks touch, once, before any job starts (workers read the cache).
+    off = (not progress) if progress is not None else None  # None: bars only on a terminal
+    needed = {(t.spec.backbone, d) for t in tasks for d in (t.spec.dataset, *t.tests)}
+    for b, d in sorted(needed):
+        ctx.features(b, d, progress=lambda **kw: tqdm(**kw, leave=False, disable=off))
+    total_epochs = sum(t.spec.options["epochs"] for t in tasks if t.train)
+    job_bar = tqdm(total=len(tasks), desc="jobs", unit="job", disable=off)
+    epoch_bar = tqdm(total=total_epochs, desc="epochs", unit="ep", disable=off)
+
+    if workers <= 1:
+        torch.set_num_threads(threads)
+        _WORKER.update(ctx=ctx, queue=None, callback=lambda key, e, n: epoch_bar.update(1))
+        executor: cf.Executor = InlineExecutor()
+        pq = None
+    else:
+        mpctx = mp.get_context("spawn")
+        pq = mpctx.Queue()
+        executor = cf.ProcessPoolExecutor(
+            max_workers=workers, mp_context=mpctx, initializer=init_worker,
+            initargs=(str(ctx.data_dir), str(ctx.cache_dir), ctx.protocol, tuple(plugin_modules), threads, pq))
+
+    pending = list(tasks)
+    running: dict[cf.Future, Task] = {}
+    to_train = {t.spec.key for t in tasks if t.train}
+    ready_keys = {k for k in plan.stages if k not in to_train and store.done(k)}
+    failed_keys: set[str] = set()
+
+    def drain():
+        if pq is None:
+            return
+        try:
+            while True:
+                pq.get_nowait()
+                epoch_bar.update(1)
+        except queue.Empty:
+            pass
+
+    def handle(task: Task, result: dict):
+        spec = task.spec
+        if "error" in result:
+            failed_keys.add(spec.key)
+            outcome.failed.append((spec.label, result["error"]))
+            store.save_failure(dataclasses.asdict(spec), result["error"])
+            if log:
+                log(f"job {spec.label} failed: {result['error']}" + ("\n" + result.get("traceback", "")))
+            return
+        if task.train:
+            store.save_stage(dataclasses.asdict(spec), result["summary"], result["checksum"])
+            outcome.trained += 1
+        store.save_evals(spec.key, result["evals"])
+        outcome.evaluated += len(result["evals"])
+        ready_keys.add(spec.key)
+
+    try:
+        while pending or running:
+            capacity = max(1, workers)
+            for task in list(pending):
+                if len(running) >= capacity:
+                    break
+                parent = task.spec.parent
+                if parent in failed_keys:
+                    pending.remove(task)
+                    failed_keys.add(task.spec.key)
+                    outcome.failed.append((task.spec.label, "skipped: its previous stage failed"))
+                    job_bar.update(1)
+                    continue
+                if parent is not None and parent not in ready_keys:
+                    continue
+                pending.remove(task)
+                if parent is not None:  # the parent may have been (re)trained in this run
+                    task = dataclasses.replace(task, parent_checksum=store.stage(parent)["checksum"])
+                running[executor.submit(run_task, task)] = task
+            if not running:
+                if pending:  # nothing can start: a dependency is missing from the plan
+                    raise RuntimeError("job graph stalled: " + ", ".join(t.spec.label for t in pending))
+                break
+            done, _ = cf.wait(list(running), timeout=0.5, return_when=cf.FIRST_COMPLETED)
+            drain()
+            for fut in done:
+                task = running.pop(fut)
+                try:
+                    result = fut.result()
+                except Exception as exc:  # worker process died
+                    result = {"key": task.spec.key, "error": f"worker died: {type(exc).__name__}: {exc}"}
+                handle(task, result)
+                job_bar.update(1)
+                job_bar.set_postfix_str(task.spec.label[-40:])
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+        if isinstance(executor, cf.ProcessPoolExecutor):
+            for p in list(getattr(executor, "_processes", {}).values()):
+                p.terminate()
+    finally:
+        executor.shutdown(wait=not outcome.interrupted, cancel_futures=True)
+        drain()
+        job_bar.close()
+        epoch_bar.close()
+        _WORKER.pop("callback", None)
+    outcome.wall_s = time.time() - t0
+    return outcome

@@ -1,0 +1,89 @@
+"""The results store: an embedded SQLite database keyed by job hashes, plus checkpoint files."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS stages (
+    key TEXT PRIMARY KEY, spec TEXT NOT NULL, status TEXT NOT NULL,
+    best_epoch INTEGER, best_val REAL, n_train INTEGER, n_val INTEGER,
+    weights_info TEXT, curves TEXT, checkpoint TEXT, checksum TEXT,
+    wall_s REAL, finished TEXT, error TEXT
+);
+CREATE TABLE IF NOT EXISTS evals (
+    stage_key TEXT NOT NULL, test TEXT NOT NULL, mape REAL, n_test INTEGER, finished TEXT,
+    PRIMARY KEY (stage_key, test)
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+
+class Store:
+    """Stage results and evaluations. Each write is its own transaction, so an interrupted run
+    loses at most the jobs in flight; WAL mode lets several runs share one store."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.checkpoint_dir = self.path.parent / "checkpoints"
+        self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def checkpoint_path(self, key: str) -> Path:
+        return self.checkpoint_dir / f"{key}.pt"
+
+    def stage(self, key: str) -> dict | None:
+        row = self.db.execute("SELECT key, spec, status, best_epoch, best_val, n_train, n_val, weights_info, "
+                              "curves, checkpoint, checksum, wall_s, finished, error FROM stages WHERE key=?",
+                              (key,)).fetchone()
+        if row is None:
+            return None
+        cols = ["key", "spec", "status", "best_epoch", "best_val", "n_train", "n_val", "weights_info",
+                "curves", "checkpoint", "checksum", "wall_s", "finished", "error"]
+        d = dict(zip(cols, row))
+        for c in ("spec", "weights_info", "curves"):
+            d[c] = json.loads(d[c]) if d[c] else None
+        return d
+
+    def done(self, key: str) -> bool:
+        row = self.stage(key)
+        return bool(row and row["status"] == "done" and self.checkpoint_path(key).exists())
+
+    def save_stage(self, spec: dict, summary: dict, checksum: str) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO stages VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (spec["key"], json.dumps(spec), "done", summary["best_epoch"], summary["best_val"],
+             summary["n_train"], summary["n_val"], json.dumps(summary["weights_info"]),
+             json.dumps(summary["curves"]), self.checkpoint_path(spec["key"]).name, checksum,
+             summary["wall_s"], time.strftime("%Y-%m-%dT%H:%M:%S"), None))
+
+    def save_failure(self, spec: dict, error: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO stages (key, spec, status, error, finished) VALUES (?,?,?,?,?)",
+                        (spec["key"], json.dumps(spec), "failed", error, time.strftime("%Y-%m-%dT%H:%M:%S")))
+
+    def evals(self, key: str) -> dict[str, dict]:
+        rows = self.db.execute("SELECT test, mape, n_test FROM evals WHERE stage_key=?", (key,)).fetchall()
+        return {t: {"mape": m, "n_test": n} for t, m, n in rows}
+
+    def save_evals(self, key: str, results: list[dict]) -> None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%S")
+        with self.db:
+            self.db.execute("BEGIN")
+            for r in results:
+                self.db.execute("INSERT OR REPLACE INTO evals VALUES (?,?,?,?,?)",
+                                (key, r["test"], r["mape"], r["n_test"], now))
+
+    def set_meta(self, key: str, value) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", (key, json.dumps(value)))
+
+    def get_meta(self, key: str, default=None):
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default

@@ -1,0 +1,174 @@
+"""One training stage (the paper's training loop) and the evaluation of a trained model."""
+
+from __future__ import annotations
+
+import copy
+import io
+import hashlib
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .backbone import ParAIsiteModel
+from .context import Context
+from .errors import UserError
+from .protocol import TargetTransform, mape
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """Everything a training stage needs; its ``key`` identifies it in the store."""
+
+    key: str
+    backbone: str
+    init: str  # "random" | "weights:<source>" | "previous"
+    parent: str | None
+    dataset: str
+    split: int
+    options: dict
+    label: str = ""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _batches(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def checkpoint_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:20]
+
+
+def save_checkpoint(path: Path, payload: dict) -> str:
+    """Write atomically (tmp + rename) and return the file's digest."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    data = buf.getvalue()
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return hashlib.sha256(data).hexdigest()[:20]
+
+
+def load_checkpoint(path: Path, digest: str | None = None) -> dict:
+    if digest is not None and checkpoint_digest(path) != digest:
+        raise UserError(f"checkpoint {path} does not match its recorded checksum (corrupted): "
+                        "it will be retrained")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def build_model(ctx: Context, spec: StageSpec, parent_ckpt: dict | None) -> tuple[ParAIsiteModel, dict]:
+    bb = ctx.backbone(spec.backbone)
+    module = bb.build()
+    info: dict[str, Any] = {"init": spec.init}
+    if spec.init.startswith("weights:"):
+        info.update(bb.load_weights(module, spec.init.split(":", 1)[1], ctx.data_dir))
+    model = ParAIsiteModel(module, bb.representation_dim, tuple(spec.options["head"]))
+    if spec.init == "previous":
+        if parent_ckpt is None:
+            raise RuntimeError(f"stage {spec.label} needs its parent's checkpoint")
+        model.load_state_dict(parent_ckpt["model"], strict=True)
+        info["parent"] = spec.parent
+        info["tensors_loaded"] = len(parent_ckpt["model"])
+    return model, info
+
+
+def _predict(model, bb, feats: list, batch_size: int = 64) -> torch.Tensor:
+    out = []
+    with torch.no_grad():
+        for chunk in _batches(feats, batch_size):
+            out.append(model(bb.collate(chunk)).reshape(-1))
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def train_stage(ctx: Context, spec: StageSpec, parent_ckpt: dict | None,
+                on_epoch: Callable[[int, int], None] | None = None) -> tuple[dict, dict]:
+    """Train one stage. Returns (checkpoint payload, summary with curves and the selected epoch)."""
+    t0 = time.time()
+    opts = spec.options
+    seed_everything(opts["seed"])
+    bb = ctx.backbone(spec.backbone)
+    feats = ctx.features(spec.backbone, spec.dataset)
+    records = ctx.dataset(spec.dataset).records
+    split = ctx.split(spec.dataset, spec.split)
+    if opts["selection"] == "paper":
+        train_ids, val_ids = split.train, split.test
+    else:
+        train_ids, val_ids = split.inner_train, split.inner_val
+    train_ids = [i for i in train_ids if i in feats]
+    val_ids = [i for i in val_ids if i in feats]
+    if not train_ids or not val_ids:
+        raise UserError(f"stage {spec.label}: nothing to train on ({len(train_ids)} training, "
+                        f"{len(val_ids)} validation records)")
+    scaler_ids = [i for i in (split.train + split.test if opts["scaler_fit"] == "all" else split.train) if i in feats]
+    transform = TargetTransform.fit([records[i].kappa for i in scaler_ids])
+
+    model, info = build_model(ctx, spec, parent_ckpt)
+    optimizer = torch.optim.Adam(model.parameters(), lr=opts["lr"])
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=opts["cosine_tmax"])
+                 if opts["cosine_tmax"] else None)
+
+    train_feats = [feats[i] for i in train_ids]
+    train_kappa = torch.tensor([records[i].kappa for i in train_ids], dtype=torch.float32)
+    val_feats = [feats[i] for i in val_ids]
+    val_kappa = np.array([records[i].kappa for i in val_ids])
+    gen = torch.Generator().manual_seed(opts["seed"])
+    bs = opts["batch_size"]
+    epochs = opts["epochs"]
+    curves = []
+    best = (float("inf"), 0, None)
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = torch.randperm(len(train_feats), generator=gen).tolist()
+        total, count = 0.0, 0
+        for idx in _batches(order, bs):
+            batch = bb.collate([train_feats[i] for i in idx])
+            kappa = train_kappa[idx]
+            pred = transform.inverse(model(batch).reshape(-1))
+            loss = torch.mean(torch.abs(pred - kappa) / kappa)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss) * len(idx)
+            count += len(idx)
+        lr = optimizer.param_groups[0]["lr"]
+        if scheduler is not None:
+            scheduler.step()
+        model.eval()
+        val_mape = mape(transform.inverse(_predict(model, bb, val_feats).numpy()), val_kappa)
+        curves.append({"epoch": epoch, "train_mape": total / count, "val_mape": val_mape, "lr": lr})
+        if val_mape < best[0]:
+            best = (val_mape, epoch, copy.deepcopy(model.state_dict()))
+        if on_epoch:
+            on_epoch(epoch, epochs)
+    payload = {"model": best[2], "transform": (transform.mean, transform.std), "key": spec.key,
+               "backbone": spec.backbone, "best_epoch": best[1]}
+    summary = {"best_epoch": best[1], "best_val": best[0], "n_train": len(train_ids), "n_val": len(val_ids),
+               "weights_info": info, "curves": curves, "wall_s": time.time() - t0}
+    return payload, summary
+
+
+def evaluate(ctx: Context, spec: StageSpec, ckpt: dict, test_dataset: str) -> dict:
+    """MAPE of a trained stage on split r's 20 % part of ``test_dataset`` (κ space)."""
+    bb = ctx.backbone(spec.backbone)
+    model = ParAIsiteModel(bb.build(), bb.representation_dim, tuple(spec.options["head"]))
+    model.load_state_dict(ckpt["model"], strict=True)
+    model.eval()
+    transform = TargetTransform(*ckpt["transform"])
+    feats = ctx.features(spec.backbone, test_dataset)
+    records = ctx.dataset(test_dataset).records
+    ids = [i for i in ctx.split(test_dataset, spec.split).test if i in feats]
+    pred = transform.inverse(_predict(model, bb, [feats[i] for i in ids]).numpy())
+    return {"test": test_dataset, "mape": mape(pred, [records[i].kappa for i in ids]), "n_test": len(ids)}

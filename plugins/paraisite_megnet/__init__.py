@@ -1,0 +1,148 @@
+"""Built-in MEGNet backbone (matgl 4, PyTorch Geometric), with matgl's published weights.
+
+The published weights were trained with edge messages averaged onto each edge's *destination*
+node (the DGL convention); matgl 4's PyG ``MEGNetGraphConv`` averages onto the *source* node.
+This backbone uses destination aggregation for every strategy, so that scratch and pretrained
+runs share one architecture and the published weights reproduce their reference predictions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from paraisite_bench import hookimpl
+from paraisite_bench.backbone import Backbone
+from paraisite_bench.errors import RecordError, UserError
+
+#: Published-weights folders under ``<data root>/models``.
+SOURCES = {
+    "eform": ("MEGNet-MP-2018.6.1-Eform",
+              "MEGNet formation energy, 62,315 Materials Project compounds (MP 2018.6.1)"),
+}
+
+#: The architecture of MEGNet-MP-2018.6.1-Eform (its model.json ``init_args``).
+ARCH = dict(dim_node_embedding=16, dim_edge_embedding=100, dim_state_embedding=2, nblocks=3,
+            hidden_layer_sizes_input=(64, 32), hidden_layer_sizes_conv=(64, 64, 32),
+            hidden_layer_sizes_output=(32, 16), nlayers_set2set=1, niters_set2set=2,
+            activation_type="softplus2", include_state=True, cutoff=4.0, gauss_width=0.5)
+
+
+def destination_conv(conv):
+    """Return a copy of a matgl ``MEGNetGraphConv`` that averages edge messages onto destination nodes."""
+    from matgl.layers._graph_convolution import MEGNetGraphConv
+    from torch_geometric.utils import scatter
+
+    class DestinationMEGNetGraphConv(MEGNetGraphConv):
+        def node_update_(self, edge_index, edge_feat, node_feat, u_per_node, num_nodes):
+            ve = scatter(edge_feat, edge_index[1], dim=0, dim_size=num_nodes, reduce="mean")
+            return self.node_func(torch.hstack([node_feat, ve, u_per_node]))
+
+    return DestinationMEGNetGraphConv(conv.edge_func, conv.node_func, conv.state_func)
+
+
+class MEGNetRepresentation(nn.Module):
+    """MEGNet up to its last hidden layer (16-d): readout → output MLP without its final Linear."""
+
+    def __init__(self, arch: dict):
+        super().__init__()
+        from matgl.models import MEGNet
+
+        self.megnet = MEGNet(**arch)
+        for block in self.megnet.blocks:
+            block.conv = destination_conv(block.conv)
+
+    def forward(self, batch) -> torch.Tensor:
+        self.megnet(batch, state_attr=batch.state_attr)
+        vec = self.megnet.feature_dict["readout"]
+        for layer in self.megnet.output_proj.layers[:-1]:
+            vec = layer(vec)
+        return vec
+
+    def energy(self, batch) -> torch.Tensor:
+        """The full MEGNet output (for checking published weights)."""
+        return self.megnet(batch, state_attr=batch.state_attr).reshape(-1)
+
+
+class MEGNetBackbone(Backbone):
+    name = "megnet"
+    input_kind = "structure"
+    representation_dim = 16
+    description = "MEGNet graph network (matgl 4 PyG, destination-node aggregation)"
+    weight_sources = {k: v[1] for k, v in SOURCES.items()}
+    default_weights = "eform"
+
+    def __init__(self):
+        from matgl.config import DEFAULT_ELEMENTS
+
+        self.element_types = tuple(DEFAULT_ELEMENTS)
+        self.cutoff = ARCH["cutoff"]
+        self._converter = None
+
+    def settings(self) -> dict[str, Any]:
+        return {"cutoff": self.cutoff, "n_elements": len(self.element_types), "graph": "pyg-v1"}
+
+    def featurise(self, record):
+        from torch_geometric.data import Data
+
+        structure = record.structure
+        unknown = sorted({sp.symbol for sp in structure.composition} - set(self.element_types))
+        if unknown:
+            raise RecordError(record.source, record.id, f"element(s) {', '.join(unknown)} not in MEGNet's "
+                              "89-element embedding", "remove this record or use another backbone")
+        if self._converter is None:
+            from matgl.ext.pymatgen import Structure2Graph
+
+            self._converter = Structure2Graph(element_types=self.element_types, cutoff=self.cutoff)
+        g, lat, state = self._converter.get_graph(structure)
+        if g.edge_index.shape[1] == 0:
+            raise RecordError(record.source, record.id, f"no neighbours within {self.cutoff} Å",
+                              "check the lattice (cell too large or atoms too far apart)")
+        lattice = lat[0]
+        return Data(
+            node_type=g.node_type, pos=g.frac_coords @ lattice, edge_index=g.edge_index.long(),
+            pbc_offshift=g.pbc_offset @ lattice, num_nodes=g.num_nodes,
+            state_attr=torch.as_tensor(state, dtype=torch.float32).reshape(1, -1),
+        )
+
+    def collate(self, features: Sequence[Any]):
+        from torch_geometric.data import Batch
+
+        return Batch.from_data_list(list(features))
+
+    def build(self) -> nn.Module:
+        return MEGNetRepresentation(ARCH)
+
+    def load_weights(self, module: nn.Module, source: str, data_dir: Path) -> dict[str, Any]:
+        if source not in SOURCES:
+            raise UserError(f"megnet has no published weights {source!r}: known sources are "
+                            f"{', '.join(SOURCES)}")
+        folder = Path(data_dir) / "models" / SOURCES[source][0]
+        state_file = folder / "state.pt"
+        if not state_file.exists():
+            raise UserError(f"published weights {state_file} are missing: the data root must hold "
+                            f"models/{SOURCES[source][0]}/state.pt")
+        init_args = json.loads((folder / "model.json").read_text())["kwargs"]["model"]["init_args"]
+        for key, value in ARCH.items():
+            if init_args.get(key) is not None and init_args[key] != (list(value) if isinstance(value, tuple) else value):
+                raise UserError(f"{folder}/model.json: {key}={init_args[key]} differs from this backbone's {value}")
+        raw = torch.load(state_file, map_location="cpu", weights_only=True)
+        state = {k.removeprefix("model."): v for k, v in raw.items()}
+        target = module.megnet.state_dict()
+        missing = sorted(set(target) - set(state))
+        unexpected = sorted(set(state) - set(target))
+        if missing or unexpected:
+            raise UserError(f"{state_file}: weights do not match MEGNet ({len(missing)} missing, e.g. "
+                            f"{missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]})")
+        module.megnet.load_state_dict(state, strict=True)
+        return {"source": source, "path": str(folder.name), "tensors_loaded": len(state),
+                "tensors_total": len(target)}
+
+
+@hookimpl
+def register_backbones(register):
+    register(MEGNetBackbone)
