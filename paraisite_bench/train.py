@@ -141,7 +141,7 @@ def train_stage(ctx: Context, spec: StageSpec, parent_ckpt: dict | None,
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
             count += len(idx)
         lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None:

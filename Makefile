@@ -1,0 +1,33 @@
+# Two commands on a fresh machine (see README.md):
+#   make quick   install everything, then run the main job (quick preset) into runs/quick
+#   make test    install everything, then run the test suite (what .ci/run calls)
+PYTHON ?= python3
+VENV ?= .venv
+PARAISITE_BENCH_DATA ?= $(abspath ../shared/data)
+export PARAISITE_BENCH_DATA
+
+.PHONY: install quick paper test benchmark clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch pinned to the CPU build that lies on local disk; an unpinned torch pulls a CUDA build
+	$(VENV)/bin/pip install torch==2.13.0
+	$(VENV)/bin/pip install -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+quick: install
+	$(VENV)/bin/paraisite-bench run --preset quick --workers 2 --out runs/quick
+
+paper: install
+	$(VENV)/bin/paraisite-bench run --preset paper --workers 2 --out runs/paper-megnet
+
+test: install
+	$(VENV)/bin/python -m pytest -q
+
+benchmark: install
+	$(VENV)/bin/python -m pytest benchmarks -m '' --benchmark-only -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,53 @@
+"""Plugin discovery through the entry-point group, and a strategy added by an outside module."""
+
+from __future__ import annotations
+
+import csv
+
+import plugins_for_tests
+from conftest import SMALL
+from paraisite_bench.plugins import load_registry
+
+
+def test_builtins_come_from_the_entry_point_group():
+    reg = load_registry()
+    assert reg.providers[("backbone", "megnet")] == "megnet"
+    assert {n for (k, n) in reg.providers if k == "dataset"} >= {"dataset1", "dataset2", "mix", "aflow"}
+    assert {reg.providers[("strategy", s)] for s in ("scratch", "pretrained", "double")} == {"strategies"}
+    assert reg.broken == []
+    # without entry points, nothing is built in: the core knows no backbone or dataset
+    bare = load_registry(entry_points=False)
+    assert not bare.backbones and not bare.datasets and not bare.strategies
+
+
+def test_plugins_command_lists_everything_with_its_plugin(cli):
+    code, out, _ = cli("plugins", "--plugin", "plugins_for_tests")
+    assert code == 0
+    assert "megnet       [megnet]" in out
+    assert "dataset1     [ltc]" in out
+    assert "double       [strategies]" in out
+    assert "double-d2    [plugins_for_tests]" in out
+
+
+def test_core_never_imports_matgl():
+    import ast
+    from pathlib import Path
+
+    import paraisite_bench
+
+    for path in Path(paraisite_bench.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        assert not [n for n in names if n.split(".")[0] in {"matgl", "crabnet"}], path
+
+
+def test_a_plugin_strategy_runs_without_core_changes(cli, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, err = cli("run", *SMALL, "--plugin", "plugins_for_tests", "--strategies", "DOUBLE-D2",
+                            "--train", "dataset1", "--test", "dataset1", "--splits", "1", "--out", str(out))
+    assert code == 0, err
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["chain"] for r in rows] == ["weights:eform>dataset2>dataset1"]
+    assert rows[0]["weights_loaded"] == "106/106"
+    assert plugins_for_tests.register_strategies  # the module really was the provider

@@ -1,0 +1,59 @@
+"""Splits, the target transform and MAPE."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from paraisite_bench.context import Context
+from paraisite_bench.plugins import load_registry
+from paraisite_bench.protocol import Protocol, TargetTransform, mape
+
+
+@pytest.fixture(scope="module")
+def ctx(data_dir, tmp_path_factory):
+    return Context(load_registry(), data_dir, Protocol(), tmp_path_factory.mktemp("c"))
+
+
+def test_splits_are_80_20_disjoint_nested_and_reproducible(ctx, data_dir):
+    ids = set(ctx.dataset("dataset1").records)
+    assert len(ids) == 95
+    seen_tests = []
+    for r in range(9):
+        s = ctx.split("dataset1", r)
+        assert set(s.train).isdisjoint(s.test)
+        assert set(s.train) | set(s.test) == ids
+        assert len(s.test) == 19
+        assert set(s.inner_train) | set(s.inner_val) == set(s.train)
+        assert set(s.inner_train).isdisjoint(s.inner_val)
+        seen_tests.append(s.test)
+    assert len(set(seen_tests)) == 9  # nine different validation sets
+    again = Context(load_registry(), data_dir, Protocol(), ctx.cache_dir)
+    assert again.split("dataset1", 3) == ctx.split("dataset1", 3)
+    other_seed = Context(load_registry(), data_dir, Protocol(seed=7), ctx.cache_dir)
+    assert other_seed.split("dataset1", 3).test != ctx.split("dataset1", 3).test
+
+
+def test_mix_split_is_the_union_of_its_components(ctx):
+    for r in range(3):
+        mix, d1, d2 = ctx.split("mix", r), ctx.split("dataset1", r), ctx.split("dataset2", r)
+        assert set(mix.test) == set(d1.test) | set(d2.test)
+        assert set(mix.train) == set(d1.train) | set(d2.train)
+        # no MIX training record is in Dataset1's or Dataset2's test part of the same split
+        assert set(mix.train).isdisjoint(set(d1.test) | set(d2.test))
+
+
+def test_target_transform_round_trip():
+    kappa = np.array([0.51, 2.17, 34.5, 1769.0])
+    t = TargetTransform.fit(kappa)
+    y = t.forward(kappa)
+    assert abs(y.mean()) < 1e-9 and abs(y.std() - 1) < 1e-9
+    np.testing.assert_allclose(t.inverse(y), kappa, rtol=1e-10)
+    yt = t.forward(torch.tensor(kappa, dtype=torch.float64))
+    np.testing.assert_allclose(t.inverse(yt).numpy(), kappa, rtol=1e-6)
+
+
+def test_mape_is_a_fraction_on_kappa():
+    assert mape([2.0, 1.0], [1.0, 1.0]) == pytest.approx(0.5)
+    assert mape([110.0], [100.0]) == pytest.approx(0.1)

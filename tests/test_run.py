@@ -1,0 +1,161 @@
+"""End-to-end runs on real data at small size: outputs, stage reuse, skipping finished jobs,
+resuming after an interruption."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, SMALL
+
+
+def _csv(path):
+    return list(csv.DictReader(open(path)))
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory, data_dir, cache_dir):
+    """One small real grid shared by the tests below: 3 strategies × {Dataset1, AFLOW subsample}."""
+    from paraisite_bench.cli import main
+
+    out = tmp_path_factory.mktemp("grid") / "run"
+    os.environ["PARAISITE_BENCH_DATA"] = str(data_dir)
+    os.environ["PARAISITE_BENCH_CACHE"] = str(cache_dir)
+    main(["run", *SMALL, "--train", "dataset1,aflow", "--test", "dataset1,aflow", "--out", str(out)])
+    return out
+
+
+def test_outputs_cover_every_cell(grid):
+    rows = _csv(grid / "results.csv")
+    # scratch and pretrained: 2 train × 2 test × 2 splits; double: Dataset1 only (not AFLOW) × 2 × 2
+    assert len(rows) == 8 + 8 + 4
+    assert {r["selection"] for r in rows} == {"paper"}
+    assert all(1 <= int(r["best_epoch"]) <= 2 and int(r["n_test"]) > 0 for r in rows)
+    assert {r["weights_loaded"] for r in rows if r["strategy"] != "scratch"} == {"106/106"}
+    assert {r["weights_loaded"] for r in rows if r["strategy"] == "scratch"} == {""}
+    for name in ("table1.csv", "curves.csv", "report.html", "store.sqlite", "run.json"):
+        assert (grid / name).exists(), name
+
+
+def test_table1_is_mean_and_std_of_results(grid):
+    groups = defaultdict(list)
+    for r in _csv(grid / "results.csv"):
+        groups[(r["strategy"], r["train"], r["test"])].append(float(r["mape"]))
+    table = _csv(grid / "table1.csv")
+    assert len(table) == len(groups) == 10
+    for t in table:
+        vals = groups[(t["strategy"], t["train"], t["test"])]
+        assert float(t["mape_mean"]) == pytest.approx(np.mean(vals), abs=1e-6)
+        assert float(t["mape_std"]) == pytest.approx(np.std(vals, ddof=1), abs=1e-6)
+        assert int(t["n_splits"]) == 2
+    paper = {(t["strategy"], t["train"], t["test"]): t["paper_mean"] for t in table}
+    assert paper[("double", "dataset1", "dataset1")] == "0.34"
+
+
+def test_selected_epoch_is_the_best_validation_epoch(grid):
+    """Paper mode: the reported own-dataset MAPE equals the minimum of the validation curve."""
+    curves = defaultdict(dict)
+    for c in _csv(grid / "curves.csv"):
+        curves[c["stage_key"]][int(c["epoch"])] = float(c["val_mape"])
+    for r in _csv(grid / "results.csv"):
+        if r["train"] == r["test"]:
+            curve = curves[r["stage_key"]]
+            assert float(r["mape"]) == pytest.approx(min(curve.values()), rel=1e-5)
+            assert curve[int(r["best_epoch"])] == min(curve.values())
+
+
+def test_the_aflow_stage_is_trained_once_and_shared(grid):
+    rows = _csv(grid / "results.csv")
+    db = sqlite3.connect(grid / "store.sqlite")
+    stages = db.execute("SELECT key, spec FROM stages WHERE status='done'").fetchall()
+    import json
+
+    specs = {k: json.loads(s) for k, s in stages}
+    # per split: scratch×2, pretrained×2 (one of them the AFLOW stage), double's Dataset1 stage
+    assert len(specs) == 10
+    for split in (0, 1):
+        aflow_pre = [k for k, s in specs.items() if s["dataset"] == "aflow" and s["init"] == "weights:eform"
+                     and s["split"] == split]
+        assert len(aflow_pre) == 1
+        pre_row = [r for r in rows if r["strategy"] == "pretrained" and r["train"] == "aflow"
+                   and r["split"] == str(split)]
+        assert {r["stage_key"] for r in pre_row} == set(aflow_pre)
+        dbl = [r for r in rows if r["strategy"] == "double" and r["split"] == str(split)]
+        assert {specs[r["stage_key"]]["parent"] for r in dbl} == set(aflow_pre)
+
+
+def test_rerun_skips_finished_jobs_and_gives_the_same_table(grid, cli):
+    before = (grid / "table1.csv").read_text()
+    code, out, err = cli("run", *SMALL, "--train", "dataset1,aflow", "--test", "dataset1,aflow", "--out", str(grid))
+    assert code == 0, err
+    assert "0 stages trained, 10 reused" in out
+    assert (grid / "table1.csv").read_text() == before
+
+
+def test_report_command_rebuilds_outputs_without_training(grid, cli):
+    (grid / "table1.csv").unlink()
+    code, out, _ = cli("report", str(grid))
+    assert code == 0 and "20 results" in out
+    assert len(_csv(grid / "table1.csv")) == 10
+    html = (grid / "report.html").read_text()
+    assert 'data-strategy="double" data-train="dataset1" data-test="dataset1"' in html
+    assert "loaded no published weights" in html
+
+
+def _spawn(args, env):
+    return subprocess.Popen([sys.executable, "-m", "paraisite_bench.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+
+
+def _wait_for_done_stages(db_path: Path, n: int, proc, timeout=300):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended before it could be interrupted: {proc.communicate()}")
+        if db_path.exists():
+            try:
+                con = sqlite3.connect(db_path, timeout=1)
+                done = con.execute("SELECT count(*) FROM stages WHERE status='done'").fetchone()[0]
+                con.close()
+                if done >= n:
+                    return done
+            except sqlite3.OperationalError:
+                pass
+        time.sleep(0.1)
+    raise AssertionError("no stage finished in time")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_resume_after_interruption_gives_the_same_table(tmp_path, sig, cli):
+    args = ["run", "--preset", "quick", "--strategies", "scratch,pretrained", "--train", "dataset1",
+            "--test", "dataset1", "--splits", "3", "--epochs", "8", "--no-progress"]
+    env = dict(os.environ)
+    interrupted = tmp_path / "interrupted"
+    proc = _spawn([*args, "--out", str(interrupted)], env)
+    _wait_for_done_stages(interrupted / "store.sqlite", 2, proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    if sig == signal.SIGINT:
+        assert "Traceback" not in err and "run the same command to resume" in err
+    con = sqlite3.connect(interrupted / "store.sqlite")
+    done_before = {k for (k,) in con.execute("SELECT key FROM stages WHERE status='done'")}
+    con.close()
+    assert 2 <= len(done_before) < 6
+
+    code, out, err = cli(*args, "--out", str(interrupted))
+    assert code == 0, err
+    assert f"{6 - len(done_before)} stages trained, {len(done_before)} reused" in out
+    code, _, err = cli(*args, "--out", str(tmp_path / "straight"))
+    assert code == 0, err
+    assert (interrupted / "table1.csv").read_text() == (tmp_path / "straight" / "table1.csv").read_text()
