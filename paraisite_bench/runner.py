@@ -7,7 +7,10 @@ import concurrent.futures as cf
 import dataclasses
 import importlib
 import multiprocessing as mp
+import os
 import queue
+import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -42,11 +45,25 @@ _WORKER: dict = {}
 def init_worker(data_dir: str, cache_dir: str, protocol: Protocol, plugin_modules: tuple[str, ...],
                 threads: int, progress_queue=None) -> None:
     """Set up a worker: its own thread count (set deliberately, never guessed), plugins, context."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the workers
+    _exit_with_parent(os.getppid())
     torch.set_num_threads(threads)
     modules = [importlib.import_module(m) for m in plugin_modules]
     registry = load_registry(modules)
     _WORKER["ctx"] = Context(registry, Path(data_dir), protocol, Path(cache_dir))
     _WORKER["queue"] = progress_queue
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """A worker whose parent was killed (SIGKILL) exits instead of lingering."""
+
+    def watch():
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def run_task(task: Task) -> dict:

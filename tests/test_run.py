@@ -159,3 +159,21 @@ def test_resume_after_interruption_gives_the_same_table(tmp_path, sig, cli):
     code, _, err = cli(*args, "--out", str(tmp_path / "straight"))
     assert code == 0, err
     assert (interrupted / "table1.csv").read_text() == (tmp_path / "straight" / "table1.csv").read_text()
+
+
+def test_heldout_mode_selects_on_training_data_and_reports_on_the_untouched_part(cli, tmp_path):
+    out = tmp_path / "heldout"
+    code, _, err = cli("run", *SMALL, "--strategies", "scratch", "--train", "dataset1", "--test", "dataset1",
+                       "--splits", "1", "--epochs", "3", "--selection", "HELDOUT", "--out", str(out))
+    assert code == 0, err
+    (row,) = _csv(out / "results.csv")
+    assert row["selection"] == "heldout" and int(row["n_test"]) == 19
+    import json
+
+    info = json.loads((out / "run.json").read_text())
+    assert info["protocol"]["scaler_fit"] == "train"
+    con = sqlite3.connect(out / "store.sqlite")
+    n_train, n_val = con.execute("SELECT n_train, n_val FROM stages").fetchone()
+    assert (n_train, n_val) == (61, 15)  # the inner parts of the 76 training records
+    table = _csv(out / "table1.csv")
+    assert table[0]["selection"] == "heldout"
