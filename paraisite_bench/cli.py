@@ -230,12 +230,12 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
     tests = run_info["test"]
     for (b, s, sel), rows in sorted(by.items()):
         echo(f"  {b} / {s} ({sel}) — MAPE mean (std); paper in [ ]")
-        echo("    " + "train \\ test".ljust(12) + "".join(t.ljust(22) for t in tests))
+        echo("    " + "train \\ test".ljust(14) + "".join(t.ljust(22) for t in tests))
         for tr in run_info["train"]:
             cells = {r["test"]: r for r in rows if r["train"] == tr}
             if not cells:
                 continue
-            line = "    " + tr.ljust(12)
+            line = "    " + tr.ljust(14)
             for te in tests:
                 c = cells.get(te)
                 txt = f"{c['mape_mean']:.2f} ({c['mape_std']:.2f})" if c else "—"

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from paraisite_bench import hookimpl
+from paraisite_megnet import MEGNetBackbone
 from paraisite_bench.data import DatasetSpec, read_ltc_json
 from paraisite_bench.strategy import TARGET, Init, Stage, Strategy
 
@@ -26,3 +27,17 @@ def register_strategies(register):
 @hookimpl
 def register_datasets(register):
     register(DatasetSpec(name="userfile", description="records from $PB_TEST_DATASET", loader=_load_file))
+
+
+class FailingBackbone(MEGNetBackbone):
+    """MEGNet whose model cannot be built: its jobs fail, the rest of the grid must still run."""
+
+    name = "failing"
+
+    def build(self):
+        raise RuntimeError("this backbone always fails to build")
+
+
+@hookimpl
+def register_backbones(register):
+    register(FailingBackbone)

@@ -51,3 +51,21 @@ def test_a_plugin_strategy_runs_without_core_changes(cli, tmp_path):
     assert [r["chain"] for r in rows] == ["weights:eform>dataset2>dataset1"]
     assert rows[0]["weights_loaded"] == "106/106"
     assert plugins_for_tests.register_strategies  # the module really was the provider
+
+
+def test_a_broken_plugin_is_listed_not_fatal(cli):
+    code, out, _ = cli("plugins", "--plugin", "broken_plugin_for_tests")
+    assert code == 0
+    assert "megnet       [megnet]" in out
+    assert "broken plugins:\n  broken_plugin_for_tests: register_backbones: ImportError: needs a library" in out
+
+
+def test_a_failing_backbone_does_not_stop_the_grid(cli, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, err = cli("run", *SMALL, "--plugin", "plugins_for_tests", "--backbones", "megnet,failing",
+                            "--strategies", "scratch", "--train", "dataset1", "--test", "dataset1",
+                            "--splits", "1", "--out", str(out))
+    assert code == 1
+    assert "FAILED failing:random>dataset1#0: RuntimeError: this backbone always fails to build" in stdout
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["backbone"] for r in rows] == ["megnet"]
