@@ -194,6 +194,8 @@ def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs
         "protocol": protocol.to_dict(), "data_dir": str(data_root), "started": started, "finished": None,
         "versions": _versions(), "machine": platform.machine(), "workers": workers, "threads": threads,
         "cells": [dataclasses.asdict(c) for c in plan.cells], "stages": list(plan.stages),
+        "labels": {n: registry.dataset(n).label for n in dict.fromkeys(train + test)},
+        "strategy_descriptions": {s: registry.strategy(s).description for s in strategies},
         "data": {n: ctx.dataset(n).fingerprint for n in sorted({s.dataset for s in plan.stages.values()} | set(test))},
     }
     (out_dir / "run.json").write_text(json.dumps(run_info, indent=1))

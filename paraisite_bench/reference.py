@@ -59,8 +59,8 @@ PAPER_TABLE1: dict[tuple[str, str, str], tuple[float, float, str]] = {
 }
 
 PAPER_CAVEATS = {
-    "pretrained": "The paper's Step 2 loaded no published weights (key-prefix mismatch under strict=False): "
-                  "its numbers are a second from-scratch run. Ours load every backbone tensor strictly.",
-    "scaler": "The paper's label scaler was fitted on the whole dataset, validation labels included "
-              "(our paper preset does the same; --scaler-fit train does not).",
+    "pretrained": "the paper's Step 2 loaded no published weights (key-prefix mismatch under strict=False), "
+                  "so its numbers are a second from-scratch run; ours load every backbone tensor strictly",
+    "scaler": "the paper's label scaler was fitted on the whole dataset, validation labels included "
+              "(our paper preset does the same; --scaler-fit train does not)",
 }

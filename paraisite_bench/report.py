@@ -48,8 +48,10 @@ def render_report(table: list[dict], run_info: dict, n_rows: int, n_cells: int) 
                                      "outside": bool(ours and paper and abs(ours["mape_mean"] - paper[0]) > paper[1])})
                     if any(c["ours"] for c in line):
                         block_rows.append({"train": tr, "cells": line})
-                blocks.append({"strategy": s, "step": STRATEGY_STEP.get(s, s), "rows": block_rows})
+                blocks.append({"strategy": s, "step": STRATEGY_STEP.get(s, s), "rows": block_rows,
+                               "description": run_info.get("strategy_descriptions", {}).get(s, ""),
+                               "caveat": PAPER_CAVEATS.get(s, "")})
             grids.append({"backbone": backbone, "selection": selection,
                           "selection_text": SELECTION_MODES.get(selection, ""), "tests": tests, "blocks": blocks})
     template = env.get_template("report.html")
-    return template.render(grids=grids, info=run_info, caveats=PAPER_CAVEATS, n_rows=n_rows, n_cells=n_cells)
+    return template.render(grids=grids, info=run_info, labels=run_info.get("labels", {}), caveats=PAPER_CAVEATS, n_rows=n_rows, n_cells=n_cells)
