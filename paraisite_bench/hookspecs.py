@@ -26,22 +26,27 @@ def register_backbones(register):
     hidden representation, on which the core puts the ParAIsite head. Runnable example::
 
         import torch
+        from pymatgen.core import Composition
+
         from paraisite_bench import hookimpl
         from paraisite_bench.backbone import Backbone
 
         class MeanMass(Backbone):
+            # composition only: mean atomic mass and number of elements, through one dense layer
+
             name = "meanmass"
             input_kind = "composition"
-            representation_dim = 1
+            representation_dim = 2
 
             def featurise(self, record):
-                return torch.tensor([record.composition_weight()])
+                comp = Composition(record.formula)
+                return torch.tensor([comp.weight / comp.num_atoms / 100.0, len(comp) / 4.0])
 
             def collate(self, features):
                 return torch.stack(features)
 
-            def build(self, weights=None, data_dir=None):
-                return torch.nn.Identity()
+            def build(self):
+                return torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Tanh())
 
         @hookimpl
         def register_backbones(register):
@@ -58,15 +63,20 @@ def register_datasets(register):
     other datasets (``components=("dataset1", "dataset2")``): its split r is then the union of
     its components' splits r. Runnable example::
 
+        from pymatgen.core import Composition
+
         from paraisite_bench import hookimpl
-        from paraisite_bench.data import DatasetSpec, Record
+        from paraisite_bench.data import DatasetSpec, read_ltc_json
 
         def load(ctx):
-            return [Record(id="x1", formula="NaCl", kappa=6.5, cif=None)]
+            _doc, records = read_ltc_json(ctx.path("ltc", "dataset1.json.gz"), "d1-halides")
+            halogens = {"F", "Cl", "Br", "I"}
+            return [r for r in records if halogens & {el.symbol for el in Composition(r.formula)}]
 
         @hookimpl
         def register_datasets(register):
-            register(DatasetSpec(name="tiny", description="one record", citation="-", loader=load))
+            register(DatasetSpec(name="d1-halides", description="Dataset1's halides",
+                                 citation="Seko et al., PRL 115, 205901 (2015)", loader=load))
     """
 
 

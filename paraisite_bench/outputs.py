@@ -9,7 +9,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from .reference import PAPER_CAVEATS, PAPER_TABLE1, STRATEGY_STEP
+from .reference import PAPER_TABLE1
 from .store import Store
 
 RESULT_FIELDS = ["backbone", "strategy", "train", "test", "split", "mape", "n_test", "best_epoch", "selection",
@@ -29,21 +29,22 @@ def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
 
 def result_rows(cells: list[dict], store: Store) -> list[dict]:
     rows = []
-    stage_cache: dict[str, dict | None] = {}
+    stages: dict[str, tuple] = {}  # key -> (stage row, its evaluations, published tensors loaded)
     for c in cells:
         key = c["stage_key"]
-        if key not in stage_cache:
-            stage_cache[key] = store.stage(key)
-        st = stage_cache[key]
-        ev = store.evals(key).get(c["test"]) if st and st["status"] == "done" else None
+        if key not in stages:
+            st = store.stage(key)
+            done = bool(st and st["status"] == "done")
+            stages[key] = (st, store.evals(key) if done else {}, _weights_loaded(store, key) if done else "")
+        st, evals, loaded = stages[key]
+        ev = evals.get(c["test"])
         if ev is None:
             continue
-        info = st["weights_info"] or {}
         rows.append({
             "backbone": c["backbone"], "strategy": c["strategy"], "train": c["train"], "test": c["test"],
             "split": c["split"], "mape": ev["mape"], "n_test": ev["n_test"], "best_epoch": st["best_epoch"],
             "selection": st["spec"]["options"]["selection"], "chain": c["chain"],
-            "weights_loaded": _weights_loaded(store, key), "stage_key": key,
+            "weights_loaded": loaded, "stage_key": key,
         })
     return rows
 
@@ -120,5 +121,3 @@ def load_run_info(run_dir: Path) -> dict:
         raise UserError(f"{run_dir} is not a run directory (no run.json): give the --out folder of a run")
     return json.loads(path.read_text())
 
-
-__all__ = ["write_outputs", "aggregate", "result_rows", "load_run_info", "STRATEGY_STEP", "PAPER_CAVEATS"]

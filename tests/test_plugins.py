@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 
+import pytest
+
 import plugins_for_tests
 from conftest import SMALL
 from paraisite_bench.plugins import load_registry
@@ -69,3 +71,29 @@ def test_a_failing_backbone_does_not_stop_the_grid(cli, tmp_path):
     assert "FAILED failing:random>dataset1#0: RuntimeError: this backbone always fails to build" in stdout
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert [r["backbone"] for r in rows] == ["megnet"]
+
+
+def _docstring_examples():
+    import textwrap
+
+    from paraisite_bench import hookspecs
+
+    for name in ("register_backbones", "register_datasets", "register_strategies"):
+        doc = getattr(hookspecs, name).__doc__
+        yield name, textwrap.dedent(doc.split("Runnable example::", 1)[1])
+
+
+@pytest.mark.parametrize("hook, code", list(_docstring_examples()))
+def test_hook_docstring_examples_run(hook, code, tmp_path, monkeypatch, cli):
+    """Each hook's documented example is a working plugin: loaded like a third party's module."""
+    (tmp_path / f"example_{hook}.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = {"register_backbones": ["--backbones", "meanmass", "--strategies", "scratch", "--train", "dataset1",
+                                   "--test", "dataset1"],
+            "register_datasets": ["--strategies", "scratch", "--train", "d1-halides", "--test", "d1-halides"],
+            "register_strategies": ["--strategies", "double-mix", "--train", "dataset1", "--test", "dataset1"]}[hook]
+    code_, out, err = cli("run", *SMALL, "--plugin", f"example_{hook}", *args, "--splits", "1",
+                          "--out", str(tmp_path / "r"))
+    assert code_ == 0, err
+    rows = list(csv.DictReader(open(tmp_path / "r" / "results.csv")))
+    assert len(rows) == 1 and float(rows[0]["mape"]) > 0
