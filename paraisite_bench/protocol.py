@@ -53,6 +53,8 @@ class Protocol:
             "seed": self.seed, "test_fraction": self.test_fraction, "selection": self.selection,
             "inner_val_fraction": self.inner_val_fraction, "scaler_fit": self.scaler_fit,
             "cosine_tmax": self.cosine_tmax, "head": list(self.head),
+            # version of the training loop's semantics (2: straight-through clamp of the κ prediction)
+            "trainer": 2,
             "subsample": self.subsample_for(dataset),
         }
 
@@ -103,11 +105,20 @@ class TargetTransform:
             return (torch.log10(kappa + 1.0) - self.mean) / self.std
         return (np.log10(np.asarray(kappa, dtype=np.float64) + 1.0) - self.mean) / self.std
 
+    #: Predicted log10(κ+1) is kept in [0, 8]: κ ≥ 0 (physical) and no float32 overflow.
+    LOG_RANGE = (0.0, 8.0)
+
     def inverse(self, y):
+        """κ from a (standardised) prediction. On tensors the clamp to LOG_RANGE is straight-through:
+        the value is clamped but the gradient is not cut, so a model that undershoots (κ → −1, where
+        10^z has no slope) or overshoots is pulled back instead of being stuck."""
+        lo, hi = self.LOG_RANGE
         if isinstance(y, torch.Tensor):
-            # Clamp in log space so that an untrained model cannot overflow float32.
-            return torch.pow(10.0, (y * self.std + self.mean).clamp(max=8.0)) - 1.0
-        return np.power(10.0, np.asarray(y, dtype=np.float64) * self.std + self.mean) - 1.0
+            z = y * self.std + self.mean
+            z = z + (z.clamp(lo, hi) - z).detach()
+            return torch.pow(10.0, z) - 1.0
+        z = np.clip(np.asarray(y, dtype=np.float64) * self.std + self.mean, lo, hi)
+        return np.power(10.0, z) - 1.0
 
 
 def mape(pred, true) -> float:

@@ -57,3 +57,21 @@ def test_target_transform_round_trip():
 def test_mape_is_a_fraction_on_kappa():
     assert mape([2.0, 1.0], [1.0, 1.0]) == pytest.approx(0.5)
     assert mape([110.0], [100.0]) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("y, direction", [(-40.0, -1), (40.0, 1), (0.3, 1)])
+def test_mape_loss_gradient_never_vanishes(y, direction):
+    """A model predicting far below (κ → −1) or above the range still gets a gradient pointing back."""
+    t = TargetTransform(mean=0.5, std=0.4)
+    pred = torch.tensor([y], requires_grad=True)
+    true = torch.tensor([1.0])  # standardised ≈ -0.5
+    loss = torch.mean(torch.abs(t.inverse(pred) - true) / true)
+    loss.backward()
+    assert pred.grad.item() * direction > 0.1
+
+
+def test_predictions_are_physical():
+    t = TargetTransform(mean=0.5, std=0.4)
+    assert t.inverse(np.array([-40.0]))[0] == 0.0
+    assert t.inverse(torch.tensor([-40.0])).item() == 0.0
+    assert t.inverse(np.array([40.0]))[0] == pytest.approx(1e8 - 1)
