@@ -172,7 +172,9 @@ def execute(plan: Plan, ctx: Context, store: Store, workers: int = 1, threads: i
             max_workers=workers, mp_context=mpctx, initializer=init_worker,
             initargs=(str(ctx.data_dir), str(ctx.cache_dir), ctx.protocol, tuple(plugin_modules), threads, pq))
 
-    pending = list(tasks)
+    # Stages that others build on (e.g. the AFLOW stage of `double`) start first: they are on the critical path.
+    has_dependents = {s.parent for s in plan.stages.values() if s.parent}
+    pending = sorted(tasks, key=lambda t: t.spec.key not in has_dependents)
     running: dict[cf.Future, Task] = {}
     to_train = {t.spec.key for t in tasks if t.train}
     ready_keys = {k for k in plan.stages if k not in to_train and store.done(k)}

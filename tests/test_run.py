@@ -135,17 +135,23 @@ def _wait_for_done_stages(db_path: Path, n: int, proc, timeout=300):
     raise AssertionError("no stage finished in time")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
-def test_resume_after_interruption_gives_the_same_table(tmp_path, sig, cli):
+@pytest.mark.parametrize("sig, workers", [(signal.SIGKILL, 1), (signal.SIGINT, 1), (signal.SIGKILL, 2)])
+def test_resume_after_interruption_gives_the_same_table(tmp_path, sig, workers, cli):
+    import psutil
+
     args = ["run", "--preset", "quick", "--strategies", "scratch,pretrained", "--train", "dataset1",
-            "--test", "dataset1", "--splits", "3", "--epochs", "8", "--no-progress"]
+            "--test", "dataset1", "--splits", "3", "--epochs", "8", "--no-progress", "--workers", str(workers)]
     env = dict(os.environ)
     interrupted = tmp_path / "interrupted"
     proc = _spawn([*args, "--out", str(interrupted)], env)
     _wait_for_done_stages(interrupted / "store.sqlite", 2, proc)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert len(children) >= (workers if workers > 1 else 0)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
+    _, alive = psutil.wait_procs(children, timeout=15)
+    assert not alive, "worker processes outlived their killed parent"
     if sig == signal.SIGINT:
         assert "Traceback" not in err and "run the same command to resume" in err
     con = sqlite3.connect(interrupted / "store.sqlite")
