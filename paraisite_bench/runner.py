@@ -156,13 +156,17 @@ def execute(plan: Plan, ctx: Context, store: Store, workers: int = 1, threads: i
     needed = {(t.spec.backbone, d) for t in tasks for d in (t.spec.dataset, *t.tests)}
     for b, d in sorted(needed):
         ctx.features(b, d, progress=lambda **kw: tqdm(**kw, leave=False, disable=off))
-    total_epochs = sum(t.spec.options["epochs"] for t in tasks if t.train)
+    # The second bar counts training structures × epochs, so that its ETA weighs a 3,500-structure
+    # AFLOW epoch more than a 76-structure Dataset1 epoch.
+    per_epoch = {t.spec.key: len([i for i in ctx.split(t.spec.dataset, t.spec.split).train
+                                  if i in ctx.features(t.spec.backbone, t.spec.dataset)]) for t in tasks if t.train}
     job_bar = tqdm(total=len(tasks), desc="jobs", unit="job", disable=off)
-    epoch_bar = tqdm(total=total_epochs, desc="epochs", unit="ep", disable=off)
+    epoch_bar = tqdm(total=sum(per_epoch[t.spec.key] * t.spec.options["epochs"] for t in tasks if t.train),
+                     desc="training", unit="structure-epoch", unit_scale=True, disable=off)
 
     if workers <= 1:
         torch.set_num_threads(threads)
-        _WORKER.update(ctx=ctx, queue=None, callback=lambda key, e, n: epoch_bar.update(1))
+        _WORKER.update(ctx=ctx, queue=None, callback=lambda key, e, n: epoch_bar.update(per_epoch[key]))
         executor: cf.Executor = InlineExecutor()
         pq = None
     else:
@@ -185,8 +189,8 @@ def execute(plan: Plan, ctx: Context, store: Store, workers: int = 1, threads: i
             return
         try:
             while True:
-                pq.get_nowait()
-                epoch_bar.update(1)
+                key, _epoch, _total = pq.get_nowait()
+                epoch_bar.update(per_epoch[key])
         except queue.Empty:
             pass
 
