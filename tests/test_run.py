@@ -183,3 +183,18 @@ def test_heldout_mode_selects_on_training_data_and_reports_on_the_untouched_part
     assert (n_train, n_val) == (61, 15)  # the inner parts of the 76 training records
     table = _csv(out / "table1.csv")
     assert table[0]["selection"] == "heldout"
+
+
+def test_a_corrupted_checkpoint_is_retrained_not_used(grid, cli):
+    import json
+
+    rows = _csv(grid / "results.csv")
+    key = next(r["stage_key"] for r in rows if r["strategy"] == "scratch" and r["train"] == "dataset1")
+    ckpt = grid / "checkpoints" / f"{key}.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])  # a partial file, as a crash mid-write would leave
+    before = (grid / "table1.csv").read_text()
+    code, out, err = cli("run", *SMALL, "--train", "dataset1,aflow", "--test", "dataset1,aflow", "--out", str(grid))
+    assert code == 0, err
+    assert "1 stages trained, 9 reused" in out
+    assert (grid / "table1.csv").read_text() == before  # retraining is deterministic
+    assert json.loads((grid / "run.json").read_text())["finished"]
