@@ -230,7 +230,8 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
     for r in table:
         by.setdefault((r["backbone"], r["strategy"], r["selection"]), []).append(r)
     tests = run_info["test"]
-    for (b, s, sel), rows in sorted(by.items()):
+    order = {name: i for i, name in enumerate(run_info["strategies"])}
+    for (b, s, sel), rows in sorted(by.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99), kv[0][2])):
         echo(f"  {b} / {s} ({sel}) — MAPE mean (std); paper in [ ]")
         echo("    " + "train \\ test".ljust(14) + "".join(t.ljust(22) for t in tests))
         for tr in run_info["train"]:
