@@ -9,16 +9,16 @@ from paraisite_bench.strategy import TARGET, Init, Stage, Strategy
 @hookimpl
 def register_strategies(register):
     register(Strategy(
-        name="scratch", description="Step 1: random weights → target",
+        name="scratch", description="random weights → target",
         stages=(Stage(Init.random(), TARGET),),
     ))
     register(Strategy(
-        name="pretrained", description="Step 2: backbone's published weights → target",
+        name="pretrained", description="the backbone's published weights → target",
         stages=(Stage(Init.weights("default"), TARGET),),
     ))
     register(Strategy(
         name="double",
-        description="Step 3: published weights → AFLOW AGL → target (the AFLOW stage is shared)",
+        description="published weights → AFLOW AGL → target (the AFLOW stage is shared)",
         stages=(Stage(Init.weights("default"), "aflow"), Stage(Init.previous(), TARGET)),
         skip_targets=("aflow",),
     ))
