@@ -30,6 +30,8 @@ def _one_clear_line(err: str) -> str:
     ("--subsample", "aflw=10", "unknown dataset 'aflw'"),
     ("--subsample", "aflow=ten", "expected NAME=INTEGER"),
     ("--head", "350,wide", "expected comma-separated widths"),
+    ("--plugin", "no_such_plugin_module", "--plugin 'no_such_plugin_module' cannot be imported"),
+    ("--selection", "sideways", "Invalid value for '--selection'"),
 ])
 def test_unknown_names_and_bad_options(cli, tmp_path, option, value, expected):
     code, _, err = cli("run", *SMALL, option, value, "--out", str(tmp_path / "r"))
