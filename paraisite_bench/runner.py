@@ -24,7 +24,8 @@ from .jobs import Plan
 from .plugins import load_registry
 from .protocol import Protocol
 from .store import Store
-from .train import StageSpec, checkpoint_digest, evaluate, load_checkpoint, save_checkpoint, train_stage
+from .train import (StageSpec, checkpoint_digest, evaluate, load_checkpoint, save_checkpoint, stage_ids,
+                    train_stage)
 
 
 @dataclass(frozen=True)
@@ -158,8 +159,7 @@ def execute(plan: Plan, ctx: Context, store: Store, workers: int = 1, threads: i
         ctx.features(b, d, progress=lambda **kw: tqdm(**kw, leave=False, disable=off))
     # The second bar counts training structures × epochs, so that its ETA weighs a 3,500-structure
     # AFLOW epoch more than a 76-structure Dataset1 epoch.
-    per_epoch = {t.spec.key: len([i for i in ctx.split(t.spec.dataset, t.spec.split).train
-                                  if i in ctx.features(t.spec.backbone, t.spec.dataset)]) for t in tasks if t.train}
+    per_epoch = {t.spec.key: len(stage_ids(ctx, t.spec)[0]) for t in tasks if t.train}
     job_bar = tqdm(total=len(tasks), desc="jobs", unit="job", disable=off)
     epoch_bar = tqdm(total=sum(per_epoch[t.spec.key] * t.spec.options["epochs"] for t in tasks if t.train),
                      desc="training", unit="structure-epoch", unit_scale=True, disable=off)

@@ -93,6 +93,18 @@ def _predict(model, bb, feats: list, batch_size: int = 64) -> torch.Tensor:
     return torch.cat(out) if out else torch.empty(0)
 
 
+def stage_ids(ctx: Context, spec: StageSpec) -> tuple[list[str], list[str]]:
+    """(training ids, epoch-selection ids) of a stage: the 80/20 parts in paper mode, the inner parts
+    of the 80 % in held-out mode; records the backbone could not featurise are left out."""
+    feats = ctx.features(spec.backbone, spec.dataset)
+    split = ctx.split(spec.dataset, spec.split)
+    if spec.options["selection"] == "paper":
+        train_ids, val_ids = split.train, split.test
+    else:
+        train_ids, val_ids = split.inner_train, split.inner_val
+    return [i for i in train_ids if i in feats], [i for i in val_ids if i in feats]
+
+
 def train_stage(ctx: Context, spec: StageSpec, parent_ckpt: dict | None,
                 on_epoch: Callable[[int, int], None] | None = None) -> tuple[dict, dict]:
     """Train one stage. Returns (checkpoint payload, summary with curves and the selected epoch)."""
@@ -103,12 +115,7 @@ def train_stage(ctx: Context, spec: StageSpec, parent_ckpt: dict | None,
     feats = ctx.features(spec.backbone, spec.dataset)
     records = ctx.dataset(spec.dataset).records
     split = ctx.split(spec.dataset, spec.split)
-    if opts["selection"] == "paper":
-        train_ids, val_ids = split.train, split.test
-    else:
-        train_ids, val_ids = split.inner_train, split.inner_val
-    train_ids = [i for i in train_ids if i in feats]
-    val_ids = [i for i in val_ids if i in feats]
+    train_ids, val_ids = stage_ids(ctx, spec)
     if not train_ids or not val_ids:
         raise UserError(f"stage {spec.label}: nothing to train on ({len(train_ids)} training, "
                         f"{len(val_ids)} validation records)")
