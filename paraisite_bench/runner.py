@@ -90,7 +90,7 @@ def run_task(task: Task) -> dict:
             ckpt = payload
         else:
             ckpt = load_checkpoint(Path(task.checkpoint))
-        out["evals"] = [evaluate(ctx, task.spec, ckpt, t) for t in task.tests]
+        out["evals"] = evaluate(ctx, task.spec, ckpt, task.tests)
     except UserError as exc:
         out["error"] = str(exc)
     except Exception as exc:  # a failing job is reported; the rest of the grid runs

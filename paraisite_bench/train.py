@@ -167,15 +167,20 @@ def train_stage(ctx: Context, spec: StageSpec, parent_ckpt: dict | None,
     return payload, summary
 
 
-def evaluate(ctx: Context, spec: StageSpec, ckpt: dict, test_dataset: str) -> dict:
-    """MAPE of a trained stage on split r's 20 % part of ``test_dataset`` (κ space)."""
+def evaluate(ctx: Context, spec: StageSpec, ckpt: dict, test_datasets) -> list[dict]:
+    """MAPE (κ space) of a trained stage on split r's 20 % part of each test dataset; the model is
+    built and loaded once for all of them."""
     bb = ctx.backbone(spec.backbone)
     model = ParAIsiteModel(bb.build(), bb.representation_dim, tuple(spec.options["head"]))
     model.load_state_dict(ckpt["model"], strict=True)
     model.eval()
     transform = TargetTransform(*ckpt["transform"])
-    feats = ctx.features(spec.backbone, test_dataset)
-    records = ctx.dataset(test_dataset).records
-    ids = [i for i in ctx.split(test_dataset, spec.split).test if i in feats]
-    pred = transform.inverse(_predict(model, bb, [feats[i] for i in ids]).numpy())
-    return {"test": test_dataset, "mape": mape(pred, [records[i].kappa for i in ids]), "n_test": len(ids)}
+    results = []
+    for test_dataset in test_datasets:
+        feats = ctx.features(spec.backbone, test_dataset)
+        records = ctx.dataset(test_dataset).records
+        ids = [i for i in ctx.split(test_dataset, spec.split).test if i in feats]
+        pred = transform.inverse(_predict(model, bb, [feats[i] for i in ids]).numpy())
+        results.append({"test": test_dataset, "mape": mape(pred, [records[i].kappa for i in ids]),
+                        "n_test": len(ids)})
+    return results
