@@ -105,13 +105,13 @@ class Context:
     def features(self, backbone: str, dataset: str, progress=None) -> dict:
         """id -> features of every featurisable record of ``dataset`` (cached on disk; computed once)."""
         bb = self.backbone(backbone)
-        atoms = self.atomic_names(dataset)
-        if len(atoms) > 1 or atoms[0] != self.registry.dataset(dataset).name:
+        spec = self.registry.dataset(dataset)
+        if spec.components:  # a union dataset reuses its components' features
             out: dict = {}
-            for a in atoms:
-                out.update(self.features(backbone, a, progress))
+            for c in spec.components:
+                out.update(self.features(backbone, c, progress))
             return out
-        name = atoms[0]
+        name = spec.name
         if (bb.name, name) in self._features:
             return self._features[(bb.name, name)]
         path = self.feature_cache_path(backbone, name)
