@@ -106,9 +106,7 @@ class InlineExecutor(cf.Executor):
         fut: cf.Future = cf.Future()
         try:
             fut.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # KeyboardInterrupt propagates to the caller
-            if not isinstance(exc, Exception):
-                raise
+        except Exception as exc:  # KeyboardInterrupt is no Exception: it reaches the caller
             fut.set_exception(exc)
         return fut
 
