@@ -131,7 +131,7 @@ def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs
     from .context import Context
     from .data import resolve_data_dir
     from .jobs import build_plan
-    from .outputs import write_outputs
+    from .outputs import machine_info, write_outputs
     from .runner import execute
     from .store import Store
 
@@ -192,7 +192,7 @@ def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs
         "out": str(out_dir), "preset": preset.lower(), "command": " ".join(["paraisite-bench", *sys.argv[1:]]),
         "backbones": list(backbones), "strategies": list(strategies), "train": list(train), "test": list(test),
         "protocol": protocol.to_dict(), "data_dir": str(data_root), "started": started, "finished": None,
-        "versions": _versions(), "machine": platform.machine(), "workers": workers, "threads": threads,
+        "versions": _versions(), "machine": platform.machine(), "host": machine_info(), "workers": workers, "threads": threads,
         "cells": [dataclasses.asdict(c) for c in plan.cells], "stages": list(plan.stages),
         "labels": {n: registry.dataset(n).label for n in dict.fromkeys(train + test)},
         "strategy_descriptions": {s: registry.strategy(s).description for s in strategies},
@@ -256,17 +256,42 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(file_okay=False))
-def report(run_dir):
-    """Rewrite results.csv, table1.csv, curves.csv and report.html of RUN_DIR from its store."""
-    from .outputs import load_run_info, write_outputs
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the (merged) report here, with table1.md, "
+              "table1.tex and merged CSVs next to it. Without it, RUN_DIR's own outputs are rewritten.")
+def report(run_dirs, out):
+    """Rebuild the report of one or more run directories from their stores (never retrains).
+
+    One RUN_DIR without --out: rewrite its results.csv, table1.csv, curves.csv, report.html, table1.md and
+    table1.tex. Several RUN_DIRs (e.g. one per backbone): --out names the merged report.html."""
+    from .outputs import load_run_info, write_merged_outputs, write_outputs
+    from .report import load_runs
     from .store import Store
 
-    info = load_run_info(Path(run_dir))
-    store = Store(Path(run_dir) / "store.sqlite")
-    result = write_outputs(Path(run_dir), store, info)
-    store.close()
-    click.echo(f"{len(result['rows'])} results, {len(result['table'])} cells → {Path(run_dir) / 'report.html'}")
+    if out is None:
+        if len(run_dirs) > 1:
+            raise UserError("several run directories need --out FILE.html for the merged report")
+        run_dir = Path(run_dirs[0])
+        if (run_dir / "store.sqlite").exists() or not (run_dir / "results.csv").exists():
+            info = load_run_info(run_dir)
+            store = Store(run_dir / "store.sqlite")
+            result = write_outputs(run_dir, store, info)
+            store.close()
+            click.echo(f"{len(result['rows'])} results, {len(result['table'])} cells → {run_dir / 'report.html'}")
+            return
+        out = run_dir / "report.html"  # a run directory whose store is gone: report from its CSVs
+    for d in run_dirs:
+        if not Path(d).is_dir():
+            raise UserError(f"run directory {d} does not exist: give the --out folder of a run")
+    data = load_runs(run_dirs)
+    if Path(out).resolve().parent in {Path(d).resolve() for d in run_dirs}:
+        from .report import write_report
+
+        paths = write_report(data, Path(out))  # never overwrite a run's own CSVs with merged ones
+    else:
+        paths = write_merged_outputs(data, Path(out))
+    click.echo(f"{len(data.rows)} results, {len(data.table)} cells from {len(run_dirs)} run(s) → {paths['html']} "
+               f"(+ {paths['md'].name}, {paths['tex'].name})")
 
 
 def main(argv=None):

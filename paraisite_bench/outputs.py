@@ -1,11 +1,13 @@
 """Run-directory outputs, all derived from the store (regenerating them never retrains anything):
-results.csv, table1.csv, curves.csv, skipped.csv, report.html."""
+results.csv, table1.csv, curves.csv, skipped.csv, report.html, table1.md, table1.tex."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
+import os
+import platform
 from collections import defaultdict
 from pathlib import Path
 
@@ -14,6 +16,8 @@ from .store import Store
 
 RESULT_FIELDS = ["backbone", "strategy", "train", "test", "split", "mape", "n_test", "best_epoch", "selection",
                  "chain", "weights_loaded", "stage_key"]
+CURVE_FIELDS = ["stage_key", "stage", "backbone", "init", "dataset", "split", "epoch", "train_mape", "val_mape", "lr"]
+SKIPPED_FIELDS = ["dataset", "id", "problem", "hint"]
 TABLE_FIELDS = ["backbone", "strategy", "train", "test", "selection", "mape_mean", "mape_std", "n_splits",
                 "paper_mean", "paper_std", "paper_source"]
 
@@ -21,7 +25,7 @@ TABLE_FIELDS = ["backbone", "strategy", "train", "test", "selection", "mape_mean
 def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields)
+        w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
     tmp.replace(path)
@@ -93,8 +97,54 @@ def curve_rows(stage_keys, store: Store) -> list[dict]:
     return rows
 
 
+def stage_rows(stage_keys, store: Store) -> list[dict]:
+    """Provenance of each training stage: label, status, wall time, when it finished, selected epoch."""
+    out = []
+    for key in stage_keys:
+        st = store.stage(key)
+        if st is None:
+            continue
+        spec = st["spec"] or {}
+        out.append({"key": key, "label": spec.get("label", key), "status": st["status"],
+                    "epochs": (spec.get("options") or {}).get("epochs"), "best_epoch": st["best_epoch"],
+                    "n_train": st["n_train"], "n_val": st["n_val"], "wall_s": st["wall_s"],
+                    "finished": st["finished"], "error": st["error"]})
+    return out
+
+
+def machine_info() -> dict:
+    """The machine a run ran on: CPU model and count, memory, accelerator (if torch sees one), OS."""
+    info = {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count()}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        info["cpu"] = platform.processor() or platform.machine()
+    try:
+        with open("/proc/meminfo") as fh:
+            kb = int(next(line for line in fh if line.startswith("MemTotal")).split()[1])
+            info["memory_gib"] = round(kb / 2**20, 1)
+    except (OSError, StopIteration, ValueError):
+        pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            info["gpu"] = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        else:
+            info["gpu"] = "none (CPU only)"
+    except Exception:  # pragma: no cover - torch is a dependency; this is belt and braces
+        info["gpu"] = "unknown"
+    return info
+
+
 def write_outputs(run_dir: Path, store: Store, run_info: dict, skipped: list[dict] | None = None) -> dict:
     """(Re)write every output file of a run directory from the store; return the table rows."""
+    from .report import ReportData, write_report
+
     run_dir = Path(run_dir)
     cells = run_info["cells"]
     rows = result_rows(cells, store)
@@ -103,14 +153,37 @@ def write_outputs(run_dir: Path, store: Store, run_info: dict, skipped: list[dic
     _write_csv(run_dir / "table1.csv", TABLE_FIELDS, table)
     stage_keys = run_info.get("stages", sorted({c["stage_key"] for c in cells}))
     curves = curve_rows(stage_keys, store)
-    _write_csv(run_dir / "curves.csv", ["stage_key", "stage", "backbone", "init", "dataset", "split", "epoch",
-                                        "train_mape", "val_mape", "lr"], curves)
+    _write_csv(run_dir / "curves.csv", CURVE_FIELDS, curves)
     if skipped is not None:
-        _write_csv(run_dir / "skipped.csv", ["dataset", "id", "problem", "hint"], skipped)
-    from .report import render_report
-
-    (run_dir / "report.html").write_text(render_report(table, run_info, len(rows), len(cells)))
+        _write_csv(run_dir / "skipped.csv", SKIPPED_FIELDS, skipped)
+    elif (run_dir / "skipped.csv").exists():
+        with open(run_dir / "skipped.csv", newline="") as fh:
+            skipped = list(csv.DictReader(fh))
+    stages = stage_rows(stage_keys, store)
+    for s in stages:
+        s["run"] = str(run_dir)
+    info = dict(run_info, dir=str(run_dir), report_source="store")
+    have = {(r["backbone"], r["strategy"], r["train"], r["test"], r["split"]) for r in rows}
+    missing = [c for c in cells if (c["backbone"], c["strategy"], c["train"], c["test"], c["split"]) not in have]
+    data = ReportData(runs=[info], rows=rows, table=table, curves=curves, stages=stages, skipped=skipped or [],
+                      missing=missing)
+    write_report(data, run_dir / "report.html")
     return {"rows": rows, "table": table}
+
+
+def write_merged_outputs(data, out: Path) -> dict:
+    """A report of several run directories (``paraisite-bench report A B --out X/report.html``): report.html,
+    table1.md, table1.tex and the merged results.csv, table1.csv, curves.csv, skipped.csv next to it."""
+    from .report import write_report
+
+    out = Path(out)
+    paths = write_report(data, out)
+    folder = out.parent
+    _write_csv(folder / "results.csv", RESULT_FIELDS, data.rows)
+    _write_csv(folder / "table1.csv", TABLE_FIELDS, data.table)
+    _write_csv(folder / "curves.csv", CURVE_FIELDS, data.curves)
+    _write_csv(folder / "skipped.csv", SKIPPED_FIELDS, data.skipped)
+    return paths
 
 
 def load_run_info(run_dir: Path) -> dict:
