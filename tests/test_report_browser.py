@@ -1,0 +1,135 @@
+"""The report of a small real run, opened in headless Debian Chromium: Table I cells and paper deltas are in
+the DOM (expected values computed here from results.csv), nothing is requested outside the file, figures are
+inline SVG, and a screenshot is saved. Tampered reports must fail the same check."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import SMALL
+from report_browser import (browser_missing, check_table1, chromium, expected_cells, open_report,
+                            outside_requests, read_paper)
+
+REASON = browser_missing()
+if REASON and os.environ.get("CI") == "true":
+    raise RuntimeError(f"browser test cannot run in CI: {REASON}")  # a collection error fails CI
+pytestmark = pytest.mark.skipif(REASON is not None, reason=f"browser test skipped: {REASON}")
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory, data_dir, cache_dir):
+    """The quick preset cut down: MEGNet, 2 splits, 2 epochs, Dataset2 and AFLOW subsampled; Dataset1 and
+    Dataset2 as training and test sets; scratch and double (so the chain and the paper's README cells show)."""
+    from paraisite_bench.cli import main
+
+    os.environ["PARAISITE_BENCH_DATA"] = str(data_dir)
+    os.environ["PARAISITE_BENCH_CACHE"] = str(cache_dir)
+    out = tmp_path_factory.mktemp("browser") / "run"
+    try:
+        main(["run", *SMALL, "--subsample", "aflow=60,dataset2=40", "--strategies", "scratch,double",
+              "--train", "dataset1,dataset2", "--test", "dataset1,dataset2", "--out", str(out)])
+    except SystemExit as exc:
+        assert not exc.code, f"run failed with exit status {exc.code}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as (ctx, requests):
+        yield ctx, requests
+
+
+@pytest.fixture(scope="module")
+def paper():
+    return read_paper()
+
+
+def test_report_in_chromium(small_run, browser, paper, tmp_path_factory):
+    ctx, requests = browser
+    html = small_run / "report.html"
+    expected = expected_cells(small_run / "results.csv", paper)
+    assert len(expected) == 2 * 2 * 2  # strategies × train × test
+    requests.clear()
+    page = open_report(ctx, html)
+    assert check_table1(page, expected) == []
+    # every delta of the grid is in the DOM
+    assert page.locator("table.table1 .delta").count() == len(expected)
+    # figures are inline SVG: learning curves and per-split strips
+    assert page.locator("#curves svg.fig").count() == 1
+    assert page.locator("#splits svg.fig").count() == 1
+    # protocol caveats and the source of the paper's numbers sit next to them
+    table1 = page.locator("#table1").inner_text()
+    assert "loaded no published weights" in table1 and "arXiv:2411.18259" in table1
+    assert "validation labels" in table1
+    # the selection mode is labelled with the per-split detail; provenance names the command and versions
+    assert "Selection mode paper" in page.locator("#splits").inner_text()
+    prov = page.locator("#provenance").inner_text()
+    assert "command" in prov and "torch" in prov and "Complete" in prov and "Data checksums" in prov
+    shot = tmp_path_factory.mktemp("artifacts") / "report.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 20_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page.close()
+    assert outside_requests(requests, html) == [], "the report made requests outside its own file"
+    assert requests, "no request recorded at all: the recorder is not working"
+
+
+def _tamper_results(run: Path, dest: Path) -> tuple:
+    """A copy of the run's CSV outputs (no store) with one split's MAPE raised by 0.5; the report is
+    rebuilt from the CSVs. Returns the key of the changed cell."""
+    dest.mkdir()
+    for name in ("results.csv", "curves.csv", "skipped.csv"):
+        shutil.copy(run / name, dest / name)
+    rows = list(csv.DictReader(open(run / "results.csv")))
+    rows[0]["mape"] = str(float(rows[0]["mape"]) + 0.5)
+    with open(dest / "results.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    r = rows[0]
+    return (r["backbone"], r["selection"], r["strategy"], r["train"], r["test"])
+
+
+@pytest.mark.parametrize("tamper", ["result", "delta", "paper"])
+def test_a_wrong_cell_fails_the_check(small_run, browser, paper, tmp_path, cli, tamper):
+    """The DOM check catches a wrong number: a changed result (report rebuilt from tampered CSVs), or an
+    edited delta / paper value in the HTML."""
+    ctx, _ = browser
+    expected = expected_cells(small_run / "results.csv", paper)
+    if tamper == "result":
+        key = _tamper_results(small_run, tmp_path / "tampered")
+        code, _, err = cli("report", str(tmp_path / "tampered"))
+        assert code == 0, err
+        html = tmp_path / "tampered" / "report.html"
+    else:
+        text = (small_run / "report.html").read_text()
+        cls = "delta" if tamper == "delta" else "paper-value"
+        start = text.index(f'<span class="{cls}">') + len(f'<span class="{cls}">')
+        end = text.index("</span>", start)
+        wrong = "+9.99" if tamper == "delta" else "9.99 (0.01)"
+        text = text[:start] + wrong + text[end:]
+        cell_start = text.rindex("<td ", 0, start)
+        attrs = text[cell_start:start]
+        key = next(k for k in expected if f'data-strategy="{k[2]}" data-train="{k[3]}" data-test="{k[4]}"' in attrs)
+        html = tmp_path / "report.html"
+        html.write_text(text)
+    page = open_report(ctx, html)
+    problems = check_table1(page, expected)
+    page.close()
+    assert problems and all(p.startswith(str(key)) for p in problems), problems
+
+
+def test_a_request_leaving_the_file_is_caught(small_run, browser, tmp_path):
+    """The request recorder sees what a report would fetch (so an empty record means something)."""
+    ctx, requests = browser
+    text = (small_run / "report.html").read_text()
+    html = tmp_path / "leaky.html"
+    html.write_text(text.replace("</body>", '<img src="http://192.0.2.1/pixel.png"></body>'))
+    requests.clear()
+    page = open_report(ctx, html)
+    page.close()
+    assert outside_requests(requests, html) == ["http://192.0.2.1/pixel.png"]
