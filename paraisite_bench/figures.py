@@ -63,7 +63,7 @@ def _log_axis(ax):
 
 def learning_curves(curves: dict[tuple[str, str], list[dict[int, float]]], strategies: list[str],
                     trains: list[str], labels: dict[str, str], title: str) -> str | None:
-    """Mean validation MAPE over epochs with a ±1 std band over splits: one panel per (train dataset,
+    """Mean validation MAPE over epochs with a band from the lowest to the highest split: one panel per (train dataset,
     strategy), like the paper's Figs. 3–5. ``curves[(strategy, train)]`` holds one {epoch: val_mape} per split."""
     trains = [t for t in trains if any(curves.get((s, t)) for s in strategies)]
     if not trains:
@@ -86,12 +86,11 @@ def learning_curves(curves: dict[tuple[str, str], list[dict[int, float]]], strat
                     continue
                 epochs = sorted({e for c in splits for e in c})
                 vals = np.array([[c.get(e, np.nan) for e in epochs] for c in splits], dtype=float)
-                n = np.sum(~np.isnan(vals), axis=0)
                 mean = np.nanmean(vals, axis=0)
-                std = np.array([np.nanstd(vals[:, k], ddof=1) if n[k] > 1 else 0.0 for k in range(len(epochs))])
                 col = colour(s, strategies)
-                ax.fill_between(epochs, np.maximum(mean - std, 1e-3), mean + std, color=col, alpha=0.2,
-                                linewidth=0)
+                if len(splits) > 1:  # the band spans the splits (min to max): always positive on a log axis
+                    ax.fill_between(epochs, np.nanmin(vals, axis=0), np.nanmax(vals, axis=0), color=col,
+                                    alpha=0.2, linewidth=0)
                 ax.plot(epochs, mean, color=col, linewidth=1.2, label=f"mean of {len(splits)} splits")
                 best = int(np.nanargmin(mean))
                 ax.plot([epochs[best]], [mean[best]], "v", color="black", markersize=4)
