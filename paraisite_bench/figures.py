@@ -163,3 +163,35 @@ def group_curves(result_rows: list[dict], curve_rows: list[dict]) -> dict[tuple[
         seen.add(ident)
         out[ident[:4]].append(by_stage[r["stage_key"]])
     return out
+
+
+def selected_epochs(epochs: dict[tuple[str, str], list[int]], max_epochs: dict[tuple[str, str], int],
+                    strategies: list[str], trains: list[str], labels: dict[str, str], title: str) -> str | None:
+    """The epoch each split's model was selected at, per strategy (panel) and train dataset (x), with the
+    stage's number of epochs as a dashed line: selections piling up at epoch 1 or at the last epoch show."""
+    strategies = [s for s in strategies if any(epochs.get((s, t)) for t in trains)]
+    if not strategies:
+        return None
+    rng = np.random.default_rng(1)
+    with plt.rc_context(_RC):
+        fig, axes = plt.subplots(1, len(strategies), figsize=(2.4 * len(strategies) + 0.4, 2.1), squeeze=False,
+                                 sharey=True)
+        for ax, s in zip(axes[0], strategies):
+            col = colour(s, strategies)
+            for k, tr in enumerate(trains):
+                vals = epochs.get((s, tr)) or []
+                if vals:
+                    ax.plot(k + rng.uniform(-0.18, 0.18, len(vals)), vals, "o", color=col, markersize=3, alpha=0.8)
+                top = max_epochs.get((s, tr))
+                if top:
+                    ax.plot([k - 0.3, k + 0.3], [top, top], "--", color="#999", linewidth=0.8)
+            ax.set_xticks(range(len(trains)))
+            ax.set_xticklabels([labels.get(t, t) for t in trains], rotation=30)
+            ax.set_xlim(-0.6, len(trains) - 0.4)
+            ax.set_ylim(bottom=0)
+            ax.set_title(s)
+            ax.grid(True, axis="y", color="#dddddd", linewidth=0.5)
+        axes[0][0].set_ylabel("selected epoch")
+        fig.suptitle(title, fontsize=9)
+        fig.tight_layout()
+        return to_svg(fig)

@@ -313,7 +313,7 @@ def _curves_section(data: ReportData):
 
 @section("splits", "Per-split detail", order=50)
 def _splits_section(data: ReportData):
-    from .figures import split_strips
+    from .figures import selected_epochs, split_strips
 
     if not data.rows:
         return None
@@ -328,12 +328,40 @@ def _splits_section(data: ReportData):
             svg = split_strips(values, PAPER_TABLE1, strategies, data.trains, data.tests, data.labels,
                                f"{backbone} — MAPE of each split (selection: {selection}); "
                                "black square: paper mean ± std")
+            chosen: dict[tuple, dict] = {}
+            for r in rows:  # one selected epoch per stage (a stage answers several test columns)
+                if r.get("best_epoch") not in (None, ""):
+                    chosen[(r["strategy"], r["train"], r["stage_key"])] = int(r["best_epoch"])
+            picked: dict[tuple, list[int]] = defaultdict(list)
+            for (s, tr, _key), e in chosen.items():
+                picked[(s, tr)].append(e)
+            epochs_svg = selected_epochs(picked, _stage_epochs(data, rows), strategies, data.trains, data.labels,
+                                         f"{backbone} — selected epoch of each split (selection: {selection}); "
+                                         "dashed: epochs trained")
             detail = sorted(rows, key=lambda r: (strategies.index(r["strategy"]), _rank(r["train"]), r["train"],
                                                  int(r["split"]), _rank(r["test"]), r["test"]))
             views.append({"backbone": backbone, "selection": selection,
                           "selection_text": SELECTION_MODES.get(selection, ""),
-                          "svg": Markup(svg) if svg else None, "rows": detail})
+                          "svg": Markup(svg) if svg else None, "rows": detail,
+                          "epochs_svg": Markup(epochs_svg) if epochs_svg else None})
     return fragment("section_splits.html", views=views, labels=data.labels)
+
+
+def _stage_epochs(data: ReportData, rows: list[dict]) -> dict[tuple, int]:
+    """(strategy, train) -> epochs of the evaluated stage, from the stage table or the run's protocol."""
+    by_key = {s["key"]: s.get("epochs") for s in data.stages}
+    out = {}
+    for r in rows:
+        e = by_key.get(r["stage_key"])
+        if e is None:
+            for run in data.runs:
+                proto = run.get("protocol") or {}
+                e = (proto.get("stage_epochs") or {}).get(r["train"], proto.get("epochs"))
+                if e:
+                    break
+        if e:
+            out[(r["strategy"], r["train"])] = int(e)
+    return out
 
 
 @section("provenance", "Provenance and completeness", order=90)

@@ -61,7 +61,7 @@ def test_report_in_chromium(small_run, browser, paper, tmp_path_factory):
     assert page.locator("table.table1 .delta").count() == len(expected)
     # figures are inline SVG: learning curves and per-split strips
     assert page.locator("#curves svg.fig").count() == 1
-    assert page.locator("#splits svg.fig").count() == 1
+    assert page.locator("#splits svg.fig").count() == 2  # values and selected epochs
     # protocol caveats and the source of the paper's numbers sit next to them
     table1 = page.locator("#table1").inner_text()
     assert "loaded no published weights" in table1 and "arXiv:2411.18259" in table1
