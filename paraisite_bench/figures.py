@@ -6,6 +6,7 @@ request when it is opened; the hash salt and an empty date make the output repro
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import re
@@ -41,13 +42,20 @@ def colour(name: str, order: list[str]) -> str:
     return _FALLBACK[extra.index(name) % len(_FALLBACK)] if name in extra else "#333333"
 
 
-def to_svg(fig) -> str:
-    """The figure as an <svg> element (no XML prolog or DOCTYPE), ready to inline in HTML."""
+def to_svg(fig, salt: str = "") -> str:
+    """The figure as an <svg> element (no XML prolog or DOCTYPE), ready to inline in HTML. ``salt`` (e.g. the
+    figure's title) keeps the element ids of several figures in one page apart, and reproducible."""
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    with plt.rc_context({"svg.hashsalt": f"paraisite-bench:{salt or id(fig)}"}):
+        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     svg = buf.getvalue()
     svg = svg[svg.index("<svg"):]
+    # matplotlib numbers its element ids per figure (figure_1, axes_1, …): prefix them so that several
+    # figures inlined in one page keep unique ids and their own references
+    prefix = "f" + hashlib.sha256(f"{salt}:{svg}".encode()).hexdigest()[:8] + "-"
+    svg = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{prefix}{m.group(1)}"', svg)
+    svg = re.sub(r'(href="#|url\(#)([^")]+)', lambda m: f"{m.group(1)}{prefix}{m.group(2)}", svg)
     # scale with the page: drop the fixed size, keep the viewBox
     svg = re.sub(r'<svg([^>]*?) width="[^"]*" height="[^"]*"', r'<svg\1 class="fig" role="img"', svg, count=1)
     return svg
@@ -100,7 +108,7 @@ def learning_curves(curves: dict[tuple[str, str], list[dict[int, float]]], strat
                     ax.set_xlabel("epoch")
         fig.suptitle(title, fontsize=9)
         fig.tight_layout()
-        return to_svg(fig)
+        return to_svg(fig, title)
 
 
 def split_strips(values: dict[tuple[str, str, str], list[float]], paper: dict[tuple[str, str, str], tuple],
@@ -143,7 +151,7 @@ def split_strips(values: dict[tuple[str, str, str], list[float]], paper: dict[tu
             axes[r][0].set_ylabel("MAPE (test on …)")
         fig.suptitle(title, fontsize=9)
         fig.tight_layout()
-        return to_svg(fig)
+        return to_svg(fig, title)
 
 
 def group_curves(result_rows: list[dict], curve_rows: list[dict]) -> dict[tuple[str, str, str, str], list]:
@@ -194,4 +202,4 @@ def selected_epochs(epochs: dict[tuple[str, str], list[int]], max_epochs: dict[t
         axes[0][0].set_ylabel("selected epoch")
         fig.suptitle(title, fontsize=9)
         fig.tight_layout()
-        return to_svg(fig)
+        return to_svg(fig, title)
