@@ -139,3 +139,29 @@ def test_a_request_leaving_the_file_is_caught(small_run, browser, tmp_path):
     page = open_report(ctx, html)
     page.close()
     assert outside_requests(requests, html) == ["http://192.0.2.1/pixel.png"]
+
+
+def test_a_partial_run_renders_what_is_done_and_what_is_missing(small_run, browser, paper, tmp_path, cli):
+    """Drop one stage's evaluations from a copy of the store (as an interrupted run leaves it): the rebuilt
+    report shows the remaining split of those cells, marks them partial and lists what is missing."""
+    import sqlite3
+
+    part = tmp_path / "partial"
+    shutil.copytree(small_run, part, ignore=shutil.ignore_patterns("checkpoints"))
+    rows = list(csv.DictReader(open(small_run / "results.csv")))
+    victim = next(r for r in rows if r["strategy"] == "double" and r["split"] == "1")
+    con = sqlite3.connect(part / "store.sqlite")
+    with con:
+        con.execute("DELETE FROM evals WHERE stage_key=?", (victim["stage_key"],))
+    con.close()
+    code, out, err = cli("report", str(part))
+    assert code == 0, err
+    expected = expected_cells(part / "results.csv", paper)
+    ctx, _ = browser
+    page = open_report(ctx, part / "report.html")
+    assert check_table1(page, expected) == []
+    partial = page.locator(f'td.partial[data-strategy="double"][data-train="{victim["train"]}"]')
+    assert partial.count() == 2 and "1 of 2 splits" in partial.first.inner_text()
+    prov = page.locator("#provenance").inner_text()
+    assert "Incomplete" in prov and "2 planned result(s) missing" in prov
+    page.close()
