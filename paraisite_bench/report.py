@@ -17,7 +17,10 @@ and list the defining module in :data:`SECTION_MODULES` (it is imported before e
 yourself before calling :func:`render`. Sections appear ordered by ``order`` (Table I is 20, provenance 90)
 with an entry in the report's table of contents. Fragments are inlined as they are: use Jinja2 templates
 (:func:`fragment`, autoescaped) and inline SVG figures (:mod:`paraisite_bench.figures`) so that the file
-stays self-contained — never link to an external URL, script, stylesheet or font.
+stays self-contained — never link to an external URL, script, stylesheet or font. The returned string is
+inlined unescaped; beware that ``Markup + str`` escapes the ``str`` (join plain strings, or render one template).
+Figures: build a matplotlib figure and pass it to :func:`paraisite_bench.figures.to_svg` with a unique salt
+(e.g. its title); element ids are then prefixed so that several figures can share the page.
 """
 
 from __future__ import annotations
