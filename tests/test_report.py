@@ -182,6 +182,7 @@ def test_report_merges_run_directories_and_needs_out_for_several(tmp_path, cli):
     # both backbones side by side, the lower mean (megnet 0.40 < other 0.50) highlighted
     assert 'id="backbones"' in html
     assert re.findall(r'class="bb-entry best" data-backbone="(\w+)"', html) == ["megnet"]
+    assert html.count("paper (MEGNet)") == 1  # the paper's numbers are MEGNet's: said so under other backbones
     table = list(csv.DictReader(open(out.parent / "table1.csv")))
     assert {t["backbone"] for t in table} == {"megnet", "other"}
 
