@@ -536,6 +536,7 @@ def merge(loaded: list[dict]) -> ReportData:
     """Merge run directories; a result present in several (same stage and test) counts once."""
     from .outputs import aggregate
 
+    check_protocols([item["info"] for item in loaded])
     data = ReportData()
     seen_rows, seen_curves, seen_stages, seen_skipped = set(), set(), set(), set()
     for item in loaded:
@@ -566,6 +567,30 @@ def merge(loaded: list[dict]) -> ReportData:
             if (c["backbone"], c["strategy"], c["train"], c["test"], c["split"]) not in have:
                 data.missing.append(c)
     return data
+
+
+def check_protocols(infos: list[dict]) -> None:
+    """Runs merged into one Table I must share their protocol within a selection mode (each selection mode
+    has its own grid); otherwise a cell would pool, say, 15-epoch and 300-epoch results."""
+    from .errors import UserError
+
+    first: dict[str, tuple[str, dict]] = {}
+    for info in infos:
+        proto = info.get("protocol")
+        if not proto:
+            continue
+        sel = proto.get("selection", "paper")
+        rest = {k: v for k, v in proto.items() if k != "selection"}
+        name = str(info.get("dir", info.get("out", "?")))
+        if sel not in first:
+            first[sel] = (name, rest)
+            continue
+        other, ref = first[sel]
+        diff = [f"{k} {ref.get(k)!r} ≠ {rest.get(k)!r}" for k in sorted(set(ref) | set(rest))
+                if ref.get(k) != rest.get(k)]
+        if diff:
+            raise UserError(f"{other} and {name} ran different protocols ({'; '.join(diff)}): their results "
+                            "cannot share a Table I; merge runs of one protocol (one run directory per backbone)")
 
 
 def load_runs(run_dirs) -> ReportData:

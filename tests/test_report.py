@@ -204,3 +204,18 @@ def test_merge_counts_a_result_present_in_two_run_directories_once():
     item = {"info": {}, "rows": rows, "curves": [], "stages": [], "skipped": []}
     data = rp.merge([item, dict(item, info={})])
     assert len(data.rows) == 1 and data.table[0]["n_splits"] == 1
+
+
+def test_runs_of_different_protocols_are_not_pooled():
+    def item(epochs, selection="paper"):
+        return {"info": {"dir": f"run-{epochs}-{selection}", "protocol": {"splits": 2, "epochs": epochs,
+                                                                          "selection": selection}},
+                "rows": [], "curves": [], "stages": [], "skipped": []}
+
+    from paraisite_bench.errors import UserError
+
+    with pytest.raises(UserError, match=r"run-15-paper and run-300-paper ran different protocols "
+                                        r"\(epochs 15 ≠ 300\)"):
+        rp.merge([item(15), item(300)])
+    rp.merge([item(15), item(15)])
+    rp.merge([item(15), item(300, "heldout")])  # separate grids per selection mode
