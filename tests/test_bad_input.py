@@ -74,7 +74,7 @@ def test_bad_records_are_skipped_and_reported(cli, tmp_path, data_dir, monkeypat
     good = _good_records(data_dir)
     nacl_cif = good[0]["cif"]
     bad = [
-        {"id": "broken-cif", "formula": "X", "kappa": 1.0, "cif": "data_x\n_cell_length_a 3\nnonsense"},
+        {"id": "broken-cif", "formula": "X", "kappa": 1.0, "cif": _broken_cif(data_dir)},
         {"id": "polonium", "formula": "PoBr", "kappa": 1.0, "cif": nacl_cif.replace("Ag", "Po")},
         {"id": "zero", "formula": "AgBr", "kappa": 0.0, "cif": nacl_cif},
         {"id": "negative", "formula": "AgBr", "kappa": -3.0, "cif": nacl_cif},
@@ -200,6 +200,12 @@ def _user_csv(d: Path, data_dir: Path, header: str, bad_row: str | None, name="u
     return str(path)
 
 
+def _broken_cif(data_dir):
+    """A real CIF whose atom coordinates are not numbers."""
+    lines = _good_records(data_dir, 1)[0]["cif"].splitlines()
+    return "\n".join(line.replace("0.5", "zero.five") if line.startswith("  ") else line for line in lines)
+
+
 def _disordered_cif():
     from pymatgen.core import Lattice, Structure
 
@@ -289,10 +295,15 @@ FATAL = [
 ]
 
 RECORD = [
-    ("broken-cif", lambda d, dd: _user_json(d, dd, {"id": "bad", "kappa": 1.0, "cif": "data_x\n_cell_length_a 3\nnonsense"}),
-     "CIF does not parse"),
+    ("broken-cif", lambda d, dd: _user_json(d, dd, {"id": "bad", "kappa": 1.0, "cif": _broken_cif(dd)}),
+     "CIF does not parse (Invalid CIF file with no structures!)"),
+    ("truncated-cif", lambda d, dd: _user_json(d, dd, {"id": "bad", "kappa": 1.0,
+                                                        "cif": _good_records(dd, 1)[0]["cif"][:300]}),
+     "CIF has no atoms"),
+    ("not-a-cif", lambda d, dd: _user_json(d, dd, {"id": "bad", "kappa": 1.0, "cif": "data_x\n_cell_length_a 3\nnonsense"}),
+     "CIF has no atoms"),
     ("zero-atoms", lambda d, dd: _user_json(d, dd, {"id": "bad", "kappa": 1.0, "cif": _empty_cell_cif()}),
-     "CIF"),
+     "CIF has no atoms"),
     ("disordered", lambda d, dd: _user_json(d, dd, {"id": "bad", "kappa": 1.0, "cif": _disordered_cif()}),
      "structure is disordered (partial occupancies)"),
     ("element-outside-the-backbone", lambda d, dd: _user_json(d, dd, {"id": "bad", "kappa": 1.0,
@@ -356,7 +367,7 @@ def test_a_malformed_record_is_skipped_with_one_line(case, build, expected, cli,
     assert "Traceback" not in err
     bad_id = _good_records(data_dir, 1)[0]["id"] if case == "duplicate-id" else "bad"
     lines = [l.strip() for l in stdout.splitlines() if l.strip().startswith(f"user: record {bad_id!r}: ")]
-    assert len(lines) == 1 and expected in lines[0], stdout
+    assert len(lines) == 1 and expected in lines[0] and " — " in lines[0], stdout  # what is wrong — what to do
     assert "1 record(s) skipped" in stdout
     skipped = list(csv.DictReader(open(out / "skipped.csv")))
     assert [(s["dataset"], s["id"]) for s in skipped] == [("user", bad_id)]
