@@ -43,8 +43,20 @@ class Store:
         self.checkpoint_dir = self.path.parent / "checkpoints"
         self._lock_fh = self._acquire_lock() if lock else None
         self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        self._set_wal(deadline=time.time() + 60)
         self.db.executescript(SCHEMA)
+
+    def _set_wal(self, deadline: float) -> None:
+        # Switching a new database to WAL takes an exclusive lock and SQLite's busy timeout does not
+        # cover it: two processes creating one store at once get "database is locked". Retry.
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.time() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def _acquire_lock(self):
         lock_path = self.path.with_suffix(".lock")

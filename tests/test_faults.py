@@ -110,7 +110,7 @@ def test_a_second_command_on_a_busy_run_directory_is_refused(straight, tmp_path,
     command afterwards reuses everything."""
     out = tmp_path / "busy"
     proc = _spawn([*ARGS, "--out", str(out)])
-    _wait(lambda: (out / "store.lock").exists() and "pid" in (out / "store.lock").read_text(), proc)
+    _wait(lambda: (out / "run.json").exists() and "pid" in (out / "store.lock").read_text(), proc)
     code, _, err = cli(*ARGS, "--out", str(out))
     assert code == 2
     lines = err.strip().splitlines()
@@ -129,9 +129,10 @@ def test_a_second_command_on_a_busy_run_directory_is_refused(straight, tmp_path,
     assert "0 stages trained, 4 reused" in stdout
 
 
-def _hammer(path: str, writer: int, n: int) -> None:
+def _hammer(path: str, writer: int, n: int, barrier) -> None:
     from paraisite_bench.store import Store
 
+    barrier.wait()  # every writer creates/opens the store at the same moment
     store = Store(Path(path), lock=False)
     for i in range(n):
         spec = {"key": f"w{writer}-{i}", "label": "x"}
@@ -143,10 +144,12 @@ def _hammer(path: str, writer: int, n: int) -> None:
 
 
 def test_concurrent_writers_below_the_lock_do_not_corrupt_the_store(tmp_path):
-    """Without the directory lock, processes writing one SQLite store at once lose nothing (WAL + busy timeout)."""
+    """Without the directory lock, processes creating and writing one SQLite store at once lose nothing
+    (WAL + busy timeout; this test caught the WAL switch of a new database failing with 'database is locked')."""
     path = tmp_path / "store.sqlite"
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_hammer, args=(str(path), w, 150)) for w in range(3)]
+    barrier = ctx.Barrier(4)
+    procs = [ctx.Process(target=_hammer, args=(str(path), w, 150, barrier)) for w in range(4)]
     for p in procs:
         p.start()
     for p in procs:
@@ -154,8 +157,8 @@ def test_concurrent_writers_below_the_lock_do_not_corrupt_the_store(tmp_path):
         assert p.exitcode == 0
     con = sqlite3.connect(path)
     assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    assert con.execute("SELECT count(*) FROM stages WHERE status='done'").fetchone() == (450,)
-    assert con.execute("SELECT count(*) FROM evals").fetchone() == (900,)
+    assert con.execute("SELECT count(*) FROM stages WHERE status='done'").fetchone() == (600,)
+    assert con.execute("SELECT count(*) FROM evals").fetchone() == (1200,)
 
 
 def test_the_store_lock_is_released_on_close_and_by_a_killed_process(tmp_path):
