@@ -42,7 +42,7 @@ def render_report(table: list[dict], run_info: dict, n_rows: int, n_cells: int) 
                     line = []
                     for te in tests:
                         ours = cells.get((s, tr, te))
-                        paper = PAPER_TABLE1.get((s, tr, te))
+                        paper = PAPER_TABLE1.get((s, tr, te)) if backbone == "megnet" else None
                         line.append({"ours": ours, "paper": paper,
                                      "delta": (ours["mape_mean"] - paper[0]) if ours and paper else None,
                                      "outside": bool(ours and paper and abs(ours["mape_mean"] - paper[0]) > paper[1])})

@@ -93,3 +93,6 @@ def test_run_compares_megnet_and_m3gnet(cli, tmp_path):
     assert got[("m3gnet", "pretrained")]["weights_loaded"] == "111/113"
     assert all(float(r["mape"]) > 0 and int(r["n_test"]) == 19 for r in rows)
     assert "m3gnet / pretrained (paper)" in stdout
+    table = {(r["backbone"], r["strategy"]): r for r in csv.DictReader(open(out / "table1.csv"))}
+    assert table[("megnet", "scratch")]["paper_mean"] == "0.82"
+    assert table[("m3gnet", "scratch")]["paper_mean"] == ""  # the paper's numbers are MEGNet's only
