@@ -8,11 +8,13 @@ export PARAISITE_BENCH_DATA
 
 .PHONY: install quick paper test benchmark clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml examples/paraisite-m3gnet/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch pinned to the CPU build that lies on local disk; an unpinned torch pulls a CUDA build
 	$(VENV)/bin/pip install torch==2.13.0
 	$(VENV)/bin/pip install -e '.[test]'
+	# the third-party example plugin (M3GNet backbone), installed like any other pip package
+	$(VENV)/bin/pip install -e ./examples/paraisite-m3gnet
 	touch $@
 
 install: $(VENV)/.installed

@@ -124,9 +124,12 @@ def plugins(plugin_modules):
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True, help="Torch threads per job.")
 @click.option("--plugin", "plugin_modules", multiple=True, help="Also load this importable plugin module.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
+@click.option("--dataset-file", "dataset_files", multiple=True, metavar="[NAME=]PATH",
+              help="Your own dataset for --train/--test: a CSV or JSON of id, kappa, cif (text or path) and/or "
+                   "formula, or a folder of CIFs with a CSV of id,kappa. Name: the file's stem, or NAME=.")
 def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs, subsample, batch_size, lr,
         seed, selection, scaler_fit, cosine_tmax, head, out, data_dir, cache_dir, workers, threads,
-        plugin_modules, progress):
+        plugin_modules, progress, dataset_files=()):
     """Train and evaluate every backbone × strategy × train × test cell; resumable."""
     from .context import Context
     from .data import resolve_data_dir
@@ -134,6 +137,7 @@ def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs
     from .outputs import machine_info, write_outputs
     from .runner import execute
     from .store import Store
+    from . import userdata
 
     started = dt.datetime.now().isoformat(timespec="seconds")
     base = PRESETS[preset.lower()]
@@ -160,11 +164,14 @@ def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs
     registry = _registry(plugin_modules)
     for name, err in registry.broken:
         click.echo(f"warning: plugin {name} is broken and was skipped: {err}", err=True)
+    user_datasets = userdata.dataset_specs(dataset_files)
+    userdata.add_datasets(registry, user_datasets)
     for kind, names in (("backbone", backbones), ("strategy", strategies), ("dataset", train + test)):
         for n in names:
             registry.get(kind, n)
     for name, _n in protocol.subsample + protocol.stage_epochs:
         registry.get("dataset", name)
+    userdata.check_inputs(registry, user_datasets, backbones, train + test)
 
     out_dir = Path(out)
     try:
@@ -205,7 +212,7 @@ def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs
     outcome = None
     try:
         outcome = execute(plan, ctx, store, workers=workers, threads=threads, plugin_modules=plugin_modules,
-                          progress=progress, log=log)
+                          progress=progress, log=log, extra_datasets=tuple(user_datasets))
     finally:
         run_info["finished"] = dt.datetime.now().isoformat(timespec="seconds")
         run_info["wall_s"] = round(time.time() - t0, 1)
@@ -250,7 +257,7 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
     if skipped:
         echo(f"  {len(skipped)} record(s) skipped (see {out_dir / 'skipped.csv'}), e.g.:")
         for s in skipped[:3]:
-            echo(f"    {s['dataset']}: record {s['id']!r}: {s['problem']}")
+            echo(f"    {s['dataset']}: record {s['id']!r}: {s['problem']}" + (f" — {s['hint']}" if s["hint"] else ""))
     for label, err in outcome.failed[:5]:
         echo(f"  FAILED {label}: {err}")
     echo(f"  results: {out_dir / 'results.csv'}  table: {out_dir / 'table1.csv'}  report: {out_dir / 'report.html'}")

@@ -47,6 +47,8 @@ def parse_cif(text: str, source: str, record_id: str):
             warnings.simplefilter("ignore")
             structure = Structure.from_str(text, fmt="cif")
     except Exception as exc:  # pymatgen raises many kinds of errors on broken CIFs
+        if _cif_without_atoms(text):
+            raise RecordError(source, record_id, "CIF has no atoms", "fix or remove this record") from None
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RecordError(source, record_id, f"CIF does not parse ({msg[:120]})",
                           "fix or remove this record") from None
@@ -60,6 +62,16 @@ def parse_cif(text: str, source: str, record_id: str):
                           f"absurd cell volume ({structure.volume:.3g} Å^3 for {len(structure)} atoms)",
                           "check the lattice parameters")
     return structure
+
+
+def _cif_without_atoms(text: str) -> bool:
+    """True if the CIF lists no atom site (pymatgen fails on such a file with an obscure error)."""
+    lines = [line.strip() for line in text.splitlines()]
+    headers = [i for i, line in enumerate(lines) if line.startswith("_atom_site_")]
+    if not headers:
+        return True
+    rows = lines[headers[-1] + 1:]
+    return not any(line and not line.startswith(("_", "loop_", "#", "data_")) for line in rows)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from .jobs import Plan
 from .plugins import load_registry
 from .protocol import Protocol
 from .store import Store
+from .userdata import add_datasets
 from .train import (StageSpec, checkpoint_digest, evaluate, load_checkpoint, save_checkpoint, stage_ids,
                     train_stage)
 
@@ -44,13 +45,14 @@ _WORKER: dict = {}
 
 
 def init_worker(data_dir: str, cache_dir: str, protocol: Protocol, plugin_modules: tuple[str, ...],
-                threads: int, progress_queue=None) -> None:
+                threads: int, progress_queue=None, extra_datasets=()) -> None:
     """Set up a worker: its own thread count (set deliberately, never guessed), plugins, context."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the workers
     _exit_with_parent(os.getppid())
     torch.set_num_threads(threads)
     modules = [importlib.import_module(m) for m in plugin_modules]
     registry = load_registry(modules)
+    add_datasets(registry, extra_datasets)  # --dataset-file datasets of this run
     _WORKER["ctx"] = Context(registry, Path(data_dir), protocol, Path(cache_dir))
     _WORKER["queue"] = progress_queue
 
@@ -144,7 +146,8 @@ def plan_tasks(plan: Plan, store: Store) -> tuple[list[Task], int]:
 
 
 def execute(plan: Plan, ctx: Context, store: Store, workers: int = 1, threads: int = 1,
-            plugin_modules: tuple[str, ...] = (), progress: bool | None = None, log=None) -> RunOutcome:
+            plugin_modules: tuple[str, ...] = (), progress: bool | None = None, log=None,
+            extra_datasets=()) -> RunOutcome:
     from tqdm import tqdm
 
     t0 = time.time()
@@ -172,7 +175,8 @@ def execute(plan: Plan, ctx: Context, store: Store, workers: int = 1, threads: i
         pq = mpctx.Queue()
         executor = cf.ProcessPoolExecutor(
             max_workers=workers, mp_context=mpctx, initializer=init_worker,
-            initargs=(str(ctx.data_dir), str(ctx.cache_dir), ctx.protocol, tuple(plugin_modules), threads, pq))
+            initargs=(str(ctx.data_dir), str(ctx.cache_dir), ctx.protocol, tuple(plugin_modules), threads, pq,
+                      tuple(extra_datasets)))
 
     # Stages that others build on (e.g. the AFLOW stage of `double`) start first: they are on the critical path.
     has_dependents = {s.parent for s in plan.stages.values() if s.parent}

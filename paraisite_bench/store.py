@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
+
+from .errors import UserError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS stages (
@@ -24,18 +28,59 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 
 class Store:
     """Stage results and evaluations. Each write is its own transaction, so an interrupted run
-    loses at most the jobs in flight; WAL mode lets several runs share one store."""
+    loses at most the jobs in flight.
 
-    def __init__(self, path: Path):
+    One run directory serves one command at a time: the store holds an exclusive advisory lock
+    (``flock`` on ``store.lock``) while it is open, and a second command on the same directory is
+    refused with one line (:class:`UserError`) before it writes anything. The kernel drops the lock
+    when its process dies, even by SIGKILL, so a killed run never blocks its own resumption.
+    Below the lock, SQLite's WAL mode and busy timeout keep concurrent writers (``lock=False``)
+    from corrupting the database."""
+
+    def __init__(self, path: Path, lock: bool = True):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.checkpoint_dir = self.path.parent / "checkpoints"
+        self._lock_fh = self._acquire_lock() if lock else None
         self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        self._set_wal(deadline=time.time() + 60)
         self.db.executescript(SCHEMA)
+
+    def _set_wal(self, deadline: float) -> None:
+        # Switching a new database to WAL takes an exclusive lock and SQLite's busy timeout does not
+        # cover it: two processes creating one store at once get "database is locked". Retry.
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.time() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def _acquire_lock(self):
+        lock_path = self.path.with_suffix(".lock")
+        fh = open(lock_path, "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise UserError(f"run directory {self.path.parent} is in use by another paraisite-bench command "
+                            f"({holder}): wait for it to finish, or choose another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}")
+        fh.flush()
+        return fh
 
     def close(self) -> None:
         self.db.close()
+        if self._lock_fh is not None:
+            fcntl.flock(self._lock_fh.fileno(), fcntl.LOCK_UN)
+            self._lock_fh.close()
+            self._lock_fh = None
 
     def checkpoint_path(self, key: str) -> Path:
         return self.checkpoint_dir / f"{key}.pt"
