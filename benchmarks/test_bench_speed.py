@@ -71,7 +71,7 @@ def test_train_epoch(benchmark, data_dir, bench_cache, figures, batch, loop, thr
     kit.train_rate(ctx, kit.spec(ctx, epochs=1, batch_size=batch), loop, threads)  # warm-up
     rates = []
     benchmark.pedantic(lambda: rates.append(kit.train_rate(ctx, stage, loop, threads)["rate"]),
-                       rounds=2, iterations=1)
+                       rounds=1, iterations=1)
     figures.setdefault("epoch", {})[f"b{batch}-{loop}-{threads}thr"] = max(rates)
     benchmark.extra_info["train_structures_per_s"] = max(rates)
 

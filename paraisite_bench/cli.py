@@ -166,7 +166,8 @@ def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs
 
     if address and executor.lower() != "ray":
         raise UserError("--address names a Ray cluster: use it with --executor ray")
-    device = resolve_device(device)
+    # a Ray job resolves the device on its worker (the launcher may have no GPU)
+    device = resolve_device(device) if executor.lower() == "local" else device.lower()
     data_root = resolve_data_dir(data_dir)
     registry = _registry(plugin_modules)
     for name, err in registry.broken:

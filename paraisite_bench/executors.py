@@ -57,7 +57,10 @@ def _ray_job(setup: dict, task, parent_bytes: bytes | None, own_bytes: bytes | N
 
     key = repr(sorted(setup.items(), key=lambda kv: kv[0]))
     if runner._WORKER.get("setup_key") != key:
-        runner.setup_worker_context(**setup)
+        try:
+            runner.setup_worker_context(**dict(setup, device=resolve_device(setup["device"])))
+        except UserError as exc:
+            return {"key": task.spec.key, "error": f"on Ray node {os.uname().nodename}: {exc}"}
         runner._WORKER["setup_key"] = key
     with tempfile.TemporaryDirectory(prefix="paraisite-ray-") as tmp:
         own = Path(tmp) / "stage.pt"
@@ -98,6 +101,7 @@ class RayExecutor(cf.Executor):
                 where = f"the Ray cluster at {address}" if address else "a local Ray instance"
                 raise UserError(f"--executor ray: cannot start or reach {where} "
                                 f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        # "auto" asks for no GPU share: a job that finds a GPU on its node uses it, else the CPU
         self._remote = ray.remote(_ray_job).options(
             num_cpus=threads, num_gpus=RAY_GPU_FRACTION if device == "cuda" else 0, max_retries=0)
         self._refs: list = []
