@@ -57,42 +57,59 @@ def test_featurise_once_for_a_grid(benchmark, data_dir, tmp_path, figures):
 
 # ---- one training epoch, fast vs plain loop, in one process ---------------------------------------
 
-EPOCH_CASES = [(8, "plain", 2), (8, "plain", 1), (8, "fast", 1), (32, "plain", 2), (32, "plain", 1),
-               (32, "fast", 1)]
+#: (loop, torch threads) measured in one process, interleaved: the plain loop with 2 threads is the
+#: reference (one process using both cores, as the original implementation's figures).
+EPOCH_CASES = [("plain", 2), ("plain", 1), ("fast", 1)]
+ROUNDS = 3
 
 
-@pytest.mark.parametrize("batch, loop, threads", EPOCH_CASES, ids=[f"b{b}-{l}-{t}thr" for b, l, t in EPOCH_CASES])
-def test_train_epoch(benchmark, data_dir, bench_cache, figures, batch, loop, threads):
-    """AFLOW, 1,000-structure subsample (800 training, 200 validation), 2 epochs per round,
-    validation pass included: training structures/s of one process."""
+@pytest.mark.parametrize("batch", [8, 32])
+def test_train_epoch_fast_vs_plain(benchmark, data_dir, bench_cache, figures, batch):
+    """AFLOW, 1,000-structure subsample (800 training, 200 validation): one epoch per case per round,
+    validation included, cases interleaved over rounds so that a load change on the shared machine
+    hits them alike; the best round of each case is kept. Training structures/s of one process."""
     ctx = kit.context(data_dir, bench_cache)
     ctx.features("megnet", "aflow")
-    stage = kit.spec(ctx, epochs=2, batch_size=batch)
-    kit.train_rate(ctx, kit.spec(ctx, epochs=1, batch_size=batch), loop, threads)  # warm-up
-    rates = []
-    benchmark.pedantic(lambda: rates.append(kit.train_rate(ctx, stage, loop, threads)["rate"]),
-                       rounds=1, iterations=1)
-    figures.setdefault("epoch", {})[f"b{batch}-{loop}-{threads}thr"] = max(rates)
-    benchmark.extra_info["train_structures_per_s"] = max(rates)
+    stage = kit.spec(ctx, epochs=1, batch_size=batch)
+    rates: dict = {c: [] for c in EPOCH_CASES}
+
+    def run():  # no separate warm-up: the first round's one-off costs are dropped by keeping the best
+        for _ in range(ROUNDS):
+            for case in EPOCH_CASES:
+                rates[case].append(kit.train_rate(ctx, stage, *case)["rate"])
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    for (loop, threads), r in rates.items():
+        figures.setdefault("epoch", {})[f"b{batch}-{loop}-{threads}thr"] = max(r)
+        benchmark.extra_info[f"{loop}_{threads}thr_structures_per_s"] = max(r)
+    benchmark.extra_info["fast_1thr_vs_plain_2thr"] = max(rates[("fast", 1)]) / max(rates[("plain", 2)])
+    benchmark.extra_info["fast_1thr_vs_plain_1thr"] = max(rates[("fast", 1)]) / max(rates[("plain", 1)])
 
 
 # ---- the grid: all workers together -------------------------------------------------------------
 
-GRID_CASES = [("fast", 2, 1), ("plain", 2, 1)]
+def test_grid_throughput_fast_vs_plain(benchmark, data_dir, bench_cache, figures):
+    """2 processes × 1 thread train at the same time (batch 8, 2 epochs each): training structures/s
+    for the whole machine, fast and plain loop alternated (2 rounds each, best kept)."""
+    res: dict = {"fast": [], "plain": []}
 
+    def run():
+        for _ in range(2):
+            for loop in ("fast", "plain"):
+                res[loop].append(kit.grid_rate(data_dir, bench_cache, loop, 2, 1)["rate"])
 
-@pytest.mark.parametrize("loop, workers, threads", GRID_CASES, ids=[f"{l}-{w}x{t}" for l, w, t in GRID_CASES])
-def test_grid_throughput(benchmark, data_dir, bench_cache, figures, loop, workers, threads):
-    """``workers`` processes train at the same time (batch 8): structures/s for the whole machine."""
-    res = []
-    benchmark.pedantic(lambda: res.append(kit.grid_rate(data_dir, bench_cache, loop, workers, threads)),
-                       rounds=1, iterations=1)
-    figures.setdefault("grid", {})[f"{loop}-{workers}x{threads}"] = res[0]["rate"]
-    benchmark.extra_info["train_structures_per_s_all_workers"] = res[0]["rate"]
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    grid = figures.setdefault("grid", {})
+    grid["fast-2x1"], grid["plain-2x1"] = max(res["fast"]), max(res["plain"])
+    benchmark.extra_info.update({"fast_2x1_structures_per_s": grid["fast-2x1"],
+                                 "plain_2x1_structures_per_s": grid["plain-2x1"]})
     epoch = figures.get("epoch", {})
-    if loop == "fast" and "b8-plain-2thr" in epoch:
-        figures["ratio_grid_vs_plain_loop_b8"] = res[0]["rate"] / epoch["b8-plain-2thr"]
+    if "b8-plain-2thr" in epoch:
+        figures["ratio_grid_vs_plain_loop_b8"] = grid["fast-2x1"] / epoch["b8-plain-2thr"]
+        figures["ratio_grid_vs_plain_loop_1thr_b8"] = grid["fast-2x1"] / epoch["b8-plain-1thr"]
         benchmark.extra_info["ratio_vs_plain_loop_2thr"] = figures["ratio_grid_vs_plain_loop_b8"]
+    print(f"  grid fast 2x1: {grid['fast-2x1']:.0f}/s, plain 2x1: {grid['plain-2x1']:.0f}/s; "
+          f"one-process rates: {epoch}")
 
 
 # ---- evaluation -----------------------------------------------------------------------------------
