@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 from torch import nn
@@ -40,6 +40,18 @@ class Backbone:
     def collate(self, features: Sequence[Any]) -> Any:
         """Batch a list of featurised records."""
         raise NotImplementedError
+
+    def batcher(self, features: Sequence[Any]) -> Callable[[Sequence[int]], Any]:
+        """A function ``indices -> batch`` over a fixed list of featurised records, called once per
+        training stage and then once per step.
+
+        Optional: the default collates ``[features[i] for i in indices]`` with :meth:`collate`.
+        A backbone may override it with a faster index-based path (e.g. pre-concatenated tensors
+        sliced with offsets) that must return a batch the module treats exactly as
+        ``collate([features[i] for i in indices])``.
+        """
+        feats = list(features)
+        return lambda indices: self.collate([feats[i] for i in indices])
 
     def build(self) -> nn.Module:
         """A module with random weights mapping a batch to ``(batch, representation_dim)``."""

@@ -127,12 +127,20 @@ def plugins(plugin_modules):
 @click.option("--dataset-file", "dataset_files", multiple=True, metavar="[NAME=]PATH",
               help="Your own dataset for --train/--test: a CSV or JSON of id, kappa, cif (text or path) and/or "
                    "formula, or a folder of CIFs with a CSV of id,kappa. Name: the file's stem, or NAME=.")
+@click.option("--executor", type=click.Choice(["local", "ray"], case_sensitive=False), default="local",
+              show_default=True, help="local: this machine (--workers processes); ray: Ray tasks.")
+@click.option("--address", help="Ray cluster address (with --executor ray; default: a private local instance).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"], case_sensitive=False), default="auto",
+              show_default=True, help="Where models run (auto: cuda if torch sees a GPU, else cpu).")
+@click.option("--early-stop", type=click.IntRange(1), default=None,
+              help="Stop a stage after N epochs without a better validation MAPE (default: off, as the paper).")
 def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs, subsample, batch_size, lr,
         seed, selection, scaler_fit, cosine_tmax, head, out, data_dir, cache_dir, workers, threads,
-        plugin_modules, progress, dataset_files=()):
+        plugin_modules, progress, executor, address, device, early_stop, dataset_files=()):
     """Train and evaluate every backbone × strategy × train × test cell; resumable."""
     from .context import Context
     from .data import resolve_data_dir
+    from .executors import resolve_device
     from .jobs import build_plan
     from .outputs import machine_info, write_outputs
     from .runner import execute
@@ -145,7 +153,7 @@ def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs
         splits=splits, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
         selection=selection.lower() if selection else None, scaler_fit=scaler_fit.lower() if scaler_fit else None,
         cosine_tmax=cosine_tmax, subsample=_pairs(subsample, "--subsample"),
-        stage_epochs=_pairs(stage_epochs, "--stage-epochs"),
+        stage_epochs=_pairs(stage_epochs, "--stage-epochs"), early_stop=early_stop,
     ).items() if v is not None}
     if head is not None:
         try:
@@ -160,6 +168,10 @@ def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs
     train = _names(train) or base["train"]
     test = _names(test) or base["test"]
 
+    if address and executor.lower() != "ray":
+        raise UserError("--address names a Ray cluster: use it with --executor ray")
+    # a Ray job resolves the device on its worker (the launcher may have no GPU)
+    device = resolve_device(device) if executor.lower() == "local" else device.lower()
     data_root = resolve_data_dir(data_dir)
     registry = _registry(plugin_modules)
     for name, err in registry.broken:
@@ -201,6 +213,8 @@ def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs
         "protocol": protocol.to_dict(), "data_dir": str(data_root), "started": started, "finished": None,
         "versions": _versions(), "machine": platform.machine(), "workers": workers, "threads": threads,
         "host": machine_info(),
+        "executor": executor.lower(), "address": address, "device": device,
+        "early_stop": protocol.early_stop or None,
         "cells": [dataclasses.asdict(c) for c in plan.cells], "stages": list(plan.stages),
         "labels": {n: registry.dataset(n).label for n in dict.fromkeys(train + test)},
         "strategy_descriptions": {s: registry.strategy(s).description for s in strategies},
@@ -212,7 +226,8 @@ def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs
     outcome = None
     try:
         outcome = execute(plan, ctx, store, workers=workers, threads=threads, plugin_modules=plugin_modules,
-                          progress=progress, log=log, extra_datasets=tuple(user_datasets))
+                          progress=progress, log=log, executor=executor.lower(), address=address,
+                          device=device, extra_datasets=tuple(user_datasets))
     finally:
         run_info["finished"] = dt.datetime.now().isoformat(timespec="seconds")
         run_info["wall_s"] = round(time.time() - t0, 1)
@@ -234,6 +249,8 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
     echo("")
     echo(f"paraisite-bench: {outcome.trained} stages trained, {outcome.reused} reused, "
          f"{len(outcome.failed)} failed, {outcome.evaluated} evaluations, {outcome.wall_s:.0f} s")
+    if run_info.get("early_stop"):
+        echo(f"  early stopping was ON (patience {run_info['early_stop']} epochs): not the paper's protocol")
     by = {}
     for r in table:
         by.setdefault((r["backbone"], r["strategy"], r["selection"]), []).append(r)

@@ -39,6 +39,8 @@ class Protocol:
     subsample: tuple[tuple[str, int], ...] = ()
     #: Epochs for stages on a given dataset (e.g. (("aflow", 20),)); others use ``epochs``.
     stage_epochs: tuple[tuple[str, int], ...] = ()
+    #: Stop a stage after this many epochs without a better validation MAPE (0 = off, the paper).
+    early_stop: int = 0
 
     def epochs_for(self, dataset: str) -> int:
         return dict(self.stage_epochs).get(dataset, self.epochs)
@@ -56,6 +58,8 @@ class Protocol:
             # version of the training loop's semantics (2: straight-through clamp of the κ prediction)
             "trainer": 2,
             "subsample": self.subsample_for(dataset),
+            # only when on, so that the default protocol's job keys are unchanged
+            **({"early_stop": self.early_stop} if self.early_stop else {}),
         }
 
     def to_dict(self) -> dict:

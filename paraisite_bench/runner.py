@@ -44,16 +44,25 @@ class Task:
 _WORKER: dict = {}
 
 
-def init_worker(data_dir: str, cache_dir: str, protocol: Protocol, plugin_modules: tuple[str, ...],
-                threads: int, progress_queue=None, extra_datasets=()) -> None:
-    """Set up a worker: its own thread count (set deliberately, never guessed), plugins, context."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the workers
-    _exit_with_parent(os.getppid())
+def setup_worker_context(data_dir: str, cache_dir: str, protocol: Protocol, plugin_modules: tuple[str, ...],
+                         threads: int, device: str = "cpu", loop: str = "fast", extra_datasets=()) -> None:
+    """A worker's thread count (set deliberately, never guessed), plugins, context and device."""
     torch.set_num_threads(threads)
     modules = [importlib.import_module(m) for m in plugin_modules]
     registry = load_registry(modules)
     add_datasets(registry, extra_datasets)  # --dataset-file datasets of this run
     _WORKER["ctx"] = Context(registry, Path(data_dir), protocol, Path(cache_dir))
+    _WORKER["device"] = device
+    _WORKER["loop"] = loop
+
+
+def init_worker(data_dir: str, cache_dir: str, protocol: Protocol, plugin_modules: tuple[str, ...],
+                threads: int, progress_queue=None, device: str = "cpu", loop: str = "fast",
+                extra_datasets=()) -> None:
+    """Set up a local worker process (see :func:`setup_worker_context`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the workers
+    _exit_with_parent(os.getppid())
+    setup_worker_context(data_dir, cache_dir, protocol, plugin_modules, threads, device, loop, extra_datasets)
     _WORKER["queue"] = progress_queue
 
 
@@ -73,6 +82,8 @@ def run_task(task: Task) -> dict:
     ctx: Context = _WORKER["ctx"]
     q = _WORKER.get("queue")
     cb = _WORKER.get("callback")
+    device = _WORKER.get("device", "cpu")
+    loop = _WORKER.get("loop", "fast")
     out: dict = {"key": task.spec.key}
     try:
         if task.train:
@@ -86,13 +97,13 @@ def run_task(task: Task) -> dict:
                 if cb is not None:
                     cb(task.spec.key, epoch, total)
 
-            payload, summary = train_stage(ctx, task.spec, parent, on_epoch)
+            payload, summary = train_stage(ctx, task.spec, parent, on_epoch, loop=loop, device=device)
             out["checksum"] = save_checkpoint(Path(task.checkpoint), payload)
             out["summary"] = summary
             ckpt = payload
         else:
             ckpt = load_checkpoint(Path(task.checkpoint))
-        out["evals"] = evaluate(ctx, task.spec, ckpt, task.tests)
+        out["evals"] = evaluate(ctx, task.spec, ckpt, task.tests, loop=loop, device=device)
     except UserError as exc:
         out["error"] = str(exc)
     except Exception as exc:  # a failing job is reported; the rest of the grid runs
@@ -146,9 +157,16 @@ def plan_tasks(plan: Plan, store: Store) -> tuple[list[Task], int]:
 
 
 def execute(plan: Plan, ctx: Context, store: Store, workers: int = 1, threads: int = 1,
-            plugin_modules: tuple[str, ...] = (), progress: bool | None = None, log=None,
-            extra_datasets=()) -> RunOutcome:
+            plugin_modules: tuple[str, ...] = (), progress: bool | None = None, log=None, *,
+            executor: str = "local", address: str | None = None, device: str = "cpu",
+            loop: str = "fast", extra_datasets=()) -> RunOutcome:
+    """Run the plan's unfinished jobs. ``executor``: "local" (this process for ``workers`` = 1, else
+    a pool of spawned worker processes) or "ray" (Ray tasks; a private local instance of ``workers``
+    × ``threads`` CPUs unless ``address`` names a cluster). ``device``: "cpu" or "cuda" (resolved).
+    ``extra_datasets``: the run's ``--dataset-file`` datasets, registered again in every worker."""
     from tqdm import tqdm
+
+    from .executors import EXECUTORS, RayExecutor
 
     t0 = time.time()
     tasks, reused = plan_tasks(plan, store)
@@ -165,18 +183,27 @@ def execute(plan: Plan, ctx: Context, store: Store, workers: int = 1, threads: i
     epoch_bar = tqdm(total=sum(per_epoch[t.spec.key] * t.spec.options["epochs"] for t in tasks if t.train),
                      desc="training", unit="structure-epoch", unit_scale=True, disable=off)
 
-    if workers <= 1:
+    if executor not in EXECUTORS:
+        raise UserError(f"--executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
+    pq = None
+    if executor == "ray":
+        pool: cf.Executor = RayExecutor(
+            dict(data_dir=str(ctx.data_dir), cache_dir=str(ctx.cache_dir), protocol=ctx.protocol,
+                 plugin_modules=tuple(plugin_modules), threads=threads, device=device, loop=loop,
+                 extra_datasets=tuple(extra_datasets)),
+            workers, threads, device, address)
+    elif workers <= 1:
         torch.set_num_threads(threads)
-        _WORKER.update(ctx=ctx, queue=None, callback=lambda key, e, n: epoch_bar.update(per_epoch[key]))
-        executor: cf.Executor = InlineExecutor()
-        pq = None
+        _WORKER.update(ctx=ctx, queue=None, device=device, loop=loop,
+                       callback=lambda key, e, n: epoch_bar.update(per_epoch[key]))
+        pool = InlineExecutor()
     else:
         mpctx = mp.get_context("spawn")
         pq = mpctx.Queue()
-        executor = cf.ProcessPoolExecutor(
+        pool = cf.ProcessPoolExecutor(
             max_workers=workers, mp_context=mpctx, initializer=init_worker,
             initargs=(str(ctx.data_dir), str(ctx.cache_dir), ctx.protocol, tuple(plugin_modules), threads, pq,
-                      tuple(extra_datasets)))
+                      device, loop, tuple(extra_datasets)))
 
     # Stages that others build on (e.g. the AFLOW stage of `double`) start first: they are on the critical path.
     has_dependents = {s.parent for s in plan.stages.values() if s.parent}
@@ -230,7 +257,8 @@ def execute(plan: Plan, ctx: Context, store: Store, workers: int = 1, threads: i
                 pending.remove(task)
                 if parent is not None:  # the parent may have been (re)trained in this run
                     task = dataclasses.replace(task, parent_checksum=store.stage(parent)["checksum"])
-                running[executor.submit(run_task, task)] = task
+                running[pool.submit_task(task) if isinstance(pool, RayExecutor)
+                        else pool.submit(run_task, task)] = task
             if not running:
                 if pending:  # nothing can start: a dependency is missing from the plan
                     raise RuntimeError("job graph stalled: " + ", ".join(t.spec.label for t in pending))
@@ -244,18 +272,22 @@ def execute(plan: Plan, ctx: Context, store: Store, workers: int = 1, threads: i
                 except Exception as exc:  # worker process died
                     result = {"key": task.spec.key, "error": f"worker died: {type(exc).__name__}: {exc}"}
                 handle(task, result)
+                if executor == "ray" and task.train:  # Ray jobs report no per-epoch progress
+                    epoch_bar.update(per_epoch[task.spec.key] * task.spec.options["epochs"])
                 job_bar.update(1)
                 job_bar.set_postfix_str(task.spec.label[-40:])
     except KeyboardInterrupt:
         outcome.interrupted = True
-        if isinstance(executor, cf.ProcessPoolExecutor):
-            for p in list(getattr(executor, "_processes", {}).values()):
+        if isinstance(pool, cf.ProcessPoolExecutor):
+            for p in list(getattr(pool, "_processes", {}).values()):
                 p.terminate()
     finally:
-        executor.shutdown(wait=not outcome.interrupted, cancel_futures=True)
+        pool.shutdown(wait=not outcome.interrupted, cancel_futures=True)
         drain()
         job_bar.close()
         epoch_bar.close()
         _WORKER.pop("callback", None)
+        _WORKER.pop("device", None)
+        _WORKER.pop("loop", None)
     outcome.wall_s = time.time() - t0
     return outcome

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import io
 import hashlib
 import os
@@ -85,12 +84,53 @@ def build_model(ctx: Context, spec: StageSpec, parent_ckpt: dict | None) -> tupl
     return model, info
 
 
-def _predict(model, bb, feats: list, batch_size: int = 64) -> torch.Tensor:
+def _predict(model, bb, feats: list, batch_size: int = 64, device=None) -> torch.Tensor:
+    """The plain path: collate and predict in chunks of ``batch_size``."""
     out = []
     with torch.no_grad():
         for chunk in _batches(feats, batch_size):
-            out.append(model(bb.collate(chunk)).reshape(-1))
+            batch = bb.collate(chunk)
+            if device is not None:
+                batch = bb.to_device(batch, device)
+            out.append(model(batch).reshape(-1).cpu())
     return torch.cat(out) if out else torch.empty(0)
+
+
+#: Structures per forward pass when the fast path predicts a set. Measured on CPU (1 thread, AFLOW
+#: validation part): 64 → 1,450/s, 256 → 1,100–1,270/s, the whole 200 in one batch → 1,050–1,220/s
+#: (activations outgrow the caches), so validation is not done in one big batch.
+EVAL_CHUNK = 64
+
+
+def _predict_fast(model, bb, feats: list, device=None, batcher=None) -> torch.Tensor:
+    """The fast path: index-based batches of EVAL_CHUNK structures from a batcher built once."""
+    if not feats:
+        return torch.empty(0)
+    batcher = batcher or bb.batcher(feats)
+    out = []
+    with torch.no_grad():
+        for chunk in _batches(list(range(len(feats))), EVAL_CHUNK):
+            batch = batcher(chunk)
+            if device is not None:
+                batch = bb.to_device(batch, device)
+            out.append(model(batch).reshape(-1).cpu())
+    return torch.cat(out)
+
+
+#: Training loops: "fast" (index-based batching, fused Adam, validation batcher built once) and "plain"
+#: (a PyG ``Batch`` per step, default Adam, validation in chunks of 64): the reference for speed and
+#: equivalence checks. Both see the same batches in the same order with the same seeds.
+LOOPS = ("fast", "plain")
+
+
+def _optimizer(params, lr: float, loop: str, device: torch.device):
+    if loop == "fast":
+        try:  # one fused kernel for all ~100 parameter tensors (same update rule as the default)
+            return torch.optim.Adam(params, lr=lr, fused=True)
+        except (RuntimeError, TypeError):
+            params = list(params)  # fused Adam is not available for this device
+            return torch.optim.Adam(params, lr=lr, foreach=True)
+    return torch.optim.Adam(params, lr=lr)
 
 
 def stage_ids(ctx: Context, spec: StageSpec) -> tuple[list[str], list[str]]:
@@ -106,9 +146,17 @@ def stage_ids(ctx: Context, spec: StageSpec) -> tuple[list[str], list[str]]:
 
 
 def train_stage(ctx: Context, spec: StageSpec, parent_ckpt: dict | None,
-                on_epoch: Callable[[int, int], None] | None = None) -> tuple[dict, dict]:
-    """Train one stage. Returns (checkpoint payload, summary with curves and the selected epoch)."""
+                on_epoch: Callable[[int, int], None] | None = None, *, loop: str = "fast",
+                device: str | torch.device = "cpu") -> tuple[dict, dict]:
+    """Train one stage. Returns (checkpoint payload, summary with curves and the selected epoch).
+
+    ``loop`` picks the training loop (see :data:`LOOPS`); ``device`` where the model runs.
+    With ``options["early_stop"] = P`` (off unless given) training stops after P epochs without a
+    better validation MAPE; the selected epoch is still the best one seen."""
+    if loop not in LOOPS:
+        raise ValueError(f"unknown training loop {loop!r}: expected one of {LOOPS}")
     t0 = time.time()
+    device = torch.device(device)
     opts = spec.options
     seed_everything(opts["seed"])
     bb = ctx.backbone(spec.backbone)
@@ -123,56 +171,82 @@ def train_stage(ctx: Context, spec: StageSpec, parent_ckpt: dict | None,
     transform = TargetTransform.fit([records[i].kappa for i in scaler_ids])
 
     model, info = build_model(ctx, spec, parent_ckpt)
-    optimizer = torch.optim.Adam(model.parameters(), lr=opts["lr"])
+    model.to(device)
+    optimizer = _optimizer(model.parameters(), opts["lr"], loop, device)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=opts["cosine_tmax"])
                  if opts["cosine_tmax"] else None)
 
     train_feats = [feats[i] for i in train_ids]
-    train_kappa = torch.tensor([records[i].kappa for i in train_ids], dtype=torch.float32)
+    train_kappa = torch.tensor([records[i].kappa for i in train_ids], dtype=torch.float32, device=device)
     val_feats = [feats[i] for i in val_ids]
     val_kappa = np.array([records[i].kappa for i in val_ids])
     gen = torch.Generator().manual_seed(opts["seed"])
     bs = opts["batch_size"]
     epochs = opts["epochs"]
+    patience = opts.get("early_stop") or 0
+    if loop == "fast":
+        train_batcher = bb.batcher(train_feats)
+        val_batcher = bb.batcher(val_feats)
+        make_batch = train_batcher
+        predict_val = lambda: _predict_fast(model, bb, val_feats, device, val_batcher)  # noqa: E731
+    else:
+        make_batch = lambda idx: bb.collate([train_feats[i] for i in idx])  # noqa: E731
+        predict_val = lambda: _predict(model, bb, val_feats, device=device)  # noqa: E731
+    on_device = device.type != "cpu"
     curves = []
     best = (float("inf"), 0, None)
+    stopped = None
     for epoch in range(1, epochs + 1):
         model.train()
         order = torch.randperm(len(train_feats), generator=gen).tolist()
-        total, count = 0.0, 0
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        count = 0
         for idx in _batches(order, bs):
-            batch = bb.collate([train_feats[i] for i in idx])
+            batch = make_batch(idx)
+            if on_device:
+                batch = bb.to_device(batch, device)
             kappa = train_kappa[idx]
             pred = transform.inverse(model(batch).reshape(-1))
             loss = torch.mean(torch.abs(pred - kappa) / kappa)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss.detach()) * len(idx)
+            total += loss.detach().double() * len(idx)  # no host sync per step
             count += len(idx)
         lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None:
             scheduler.step()
         model.eval()
-        val_mape = mape(transform.inverse(_predict(model, bb, val_feats).numpy()), val_kappa)
-        curves.append({"epoch": epoch, "train_mape": total / count, "val_mape": val_mape, "lr": lr})
+        val_mape = mape(transform.inverse(predict_val().numpy()), val_kappa)
+        curves.append({"epoch": epoch, "train_mape": float(total) / count, "val_mape": val_mape, "lr": lr})
         if val_mape < best[0]:
-            best = (val_mape, epoch, copy.deepcopy(model.state_dict()))
+            best = (val_mape, epoch, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
         if on_epoch:
             on_epoch(epoch, epochs)
+        if patience and epoch - best[1] >= patience and epoch < epochs:
+            stopped = epoch
+            if on_epoch:  # progress counts the epochs that will not run as done
+                for skipped in range(epoch + 1, epochs + 1):
+                    on_epoch(skipped, epochs)
+            break
     payload = {"model": best[2], "transform": (transform.mean, transform.std), "key": spec.key,
                "backbone": spec.backbone, "best_epoch": best[1]}
     summary = {"best_epoch": best[1], "best_val": best[0], "n_train": len(train_ids), "n_val": len(val_ids),
                "weights_info": info, "curves": curves, "wall_s": time.time() - t0}
+    if patience:
+        summary["early_stop"] = {"patience": patience, "stopped_epoch": stopped}
     return payload, summary
 
 
-def evaluate(ctx: Context, spec: StageSpec, ckpt: dict, test_datasets) -> list[dict]:
+def evaluate(ctx: Context, spec: StageSpec, ckpt: dict, test_datasets, *, loop: str = "fast",
+             device: str | torch.device = "cpu") -> list[dict]:
     """MAPE (κ space) of a trained stage on split r's 20 % part of each test dataset; the model is
     built and loaded once for all of them."""
     bb = ctx.backbone(spec.backbone)
+    device = torch.device(device)
     model = ParAIsiteModel(bb.build(), bb.representation_dim, tuple(spec.options["head"]))
     model.load_state_dict(ckpt["model"], strict=True)
+    model.to(device)
     model.eval()
     transform = TargetTransform(*ckpt["transform"])
     results = []
@@ -180,7 +254,10 @@ def evaluate(ctx: Context, spec: StageSpec, ckpt: dict, test_datasets) -> list[d
         feats = ctx.features(spec.backbone, test_dataset)
         records = ctx.dataset(test_dataset).records
         ids = [i for i in ctx.split(test_dataset, spec.split).test if i in feats]
-        pred = transform.inverse(_predict(model, bb, [feats[i] for i in ids]).numpy())
+        test_feats = [feats[i] for i in ids]
+        raw = (_predict_fast(model, bb, test_feats, device) if loop == "fast"
+               else _predict(model, bb, test_feats, device=device))
+        pred = transform.inverse(raw.numpy())
         results.append({"test": test_dataset, "mape": mape(pred, [records[i].kappa for i in ids]),
                         "n_test": len(ids)})
     return results

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -68,6 +69,64 @@ class MEGNetRepresentation(nn.Module):
         return self.megnet(batch, state_attr=batch.state_attr).reshape(-1)
 
 
+class GraphBatch:
+    """The attributes of a PyG ``Batch`` that MEGNet reads (``node_type``, ``pos``, ``edge_index``,
+    ``pbc_offshift``, ``state_attr``, ``batch``, ``num_graphs``), as plain tensors."""
+
+    __slots__ = ("node_type", "pos", "edge_index", "pbc_offshift", "state_attr", "batch", "num_graphs")
+
+    def __init__(self, **tensors):
+        for k, v in tensors.items():
+            setattr(self, k, v)
+
+    def to(self, device):
+        return GraphBatch(**{k: (getattr(self, k).to(device) if k != "num_graphs" else self.num_graphs)
+                             for k in self.__slots__})
+
+
+class GraphBatcher:
+    """Graphs of a fixed list concatenated once; a batch of indices is built by slicing with node and
+    edge offsets (what ``Batch.from_data_list`` computes, minus its per-step object overhead)."""
+
+    def __init__(self, features: Sequence[Any]):
+        feats = list(features)
+        n_nodes = np.array([int(d.num_nodes) for d in feats], dtype=np.int64)
+        n_edges = np.array([int(d.edge_index.shape[1]) for d in feats], dtype=np.int64)
+        self.n_nodes, self.n_edges = n_nodes, n_edges
+        self.node_start = np.concatenate([[0], np.cumsum(n_nodes)[:-1]])
+        self.edge_start = np.concatenate([[0], np.cumsum(n_edges)[:-1]])
+        self.node_type = torch.cat([d.node_type for d in feats])
+        self.pos = torch.cat([d.pos for d in feats])
+        self.pbc_offshift = torch.cat([d.pbc_offshift for d in feats])
+        self.edge_index = torch.cat([d.edge_index for d in feats], dim=1)  # graph-local node numbers
+        self.state_attr = torch.cat([d.state_attr for d in feats])
+
+    @staticmethod
+    def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """Concatenation of arange(s, s + c) for each (s, c)."""
+        total = int(counts.sum())
+        shift = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+        return np.arange(total) + shift
+
+    def __call__(self, indices: Sequence[int]) -> GraphBatch:
+        idx = np.asarray(indices, dtype=np.int64)
+        nn_, ne = self.n_nodes[idx], self.n_edges[idx]
+        node_ids = torch.from_numpy(self._ranges(self.node_start[idx], nn_))
+        edge_ids = torch.from_numpy(self._ranges(self.edge_start[idx], ne))
+        # graph-local node numbers + the first node of each graph in the batch
+        new_start = np.concatenate([[0], np.cumsum(nn_)[:-1]])
+        edge_shift = torch.from_numpy(np.repeat(new_start, ne))
+        return GraphBatch(
+            node_type=self.node_type[node_ids],
+            pos=self.pos[node_ids],
+            pbc_offshift=self.pbc_offshift[edge_ids],
+            edge_index=self.edge_index[:, edge_ids] + edge_shift,
+            state_attr=self.state_attr[torch.from_numpy(idx)],
+            batch=torch.from_numpy(np.repeat(np.arange(len(idx)), nn_)),
+            num_graphs=len(idx),
+        )
+
+
 class MEGNetBackbone(Backbone):
     name = "megnet"
     input_kind = "structure"
@@ -113,6 +172,11 @@ class MEGNetBackbone(Backbone):
         from torch_geometric.data import Batch
 
         return Batch.from_data_list(list(features))
+
+    def batcher(self, features: Sequence[Any]):
+        """Index-based batching over pre-concatenated graph tensors: the same batch as
+        :meth:`collate` (same tensors, same order), without building PyG objects per step."""
+        return GraphBatcher(features)
 
     def build(self) -> nn.Module:
         return MEGNetRepresentation(ARCH)
