@@ -256,6 +256,41 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
 
 
 @cli.command()
+@click.option("--candidates", required=True,
+              help="Comma-separated BACKBONE:SOURCE, e.g. megnet:eform,megnet:bandgap,crabnet:expt_gap "
+                   "(SOURCE: published weights, a pretraining dataset, scratch, or a strategy).")
+@click.option("--dataset", default="dataset1", show_default=True, help="Target dataset.")
+@click.option("--repeats", type=click.IntRange(1), default=9, show_default=True,
+              help="Repeats per candidate: repeat r uses split r and training seed seed+r.")
+@click.option("--epochs", type=click.IntRange(1), help="Epochs on the target (paper: 300).")
+@click.option("--pretrain-epochs", type=click.IntRange(1), help="Epochs of pretraining stages (default: --epochs).")
+@click.option("--stage-epochs", help="Epochs for stages on given datasets, e.g. expt_gap=100.")
+@click.option("--subsample", help="Cap records of a dataset (deterministic), e.g. elasticity_log10_kvrh=3000.")
+@click.option("--rule", default="mean+1*std", show_default=True,
+              help="Selection rule, lowest wins: mean|median|worst [+ K*std].")
+@click.option("--seed", type=int)
+@click.option("--selection", type=click.Choice(sorted(SELECTION_MODES), case_sensitive=False))
+@click.option("--out", type=click.Path(file_okay=False), default="runs/select", show_default=True)
+@click.option("--data-dir", type=click.Path())
+@click.option("--cache-dir", type=click.Path(file_okay=False))
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--plugin", "plugin_modules", multiple=True, help="Also load this importable plugin module.")
+@click.option("--progress/--no-progress", default=None)
+def select(candidates, dataset, repeats, epochs, pretrain_epochs, stage_epochs, subsample, rule, seed, selection,
+           out, data_dir, cache_dir, workers, threads, plugin_modules, progress):
+    """Model-selection stability study (the paper's Fig. 2): rank candidates by a stated rule."""
+    from .study import run_select
+
+    run_select(candidates=candidates, dataset=dataset, repeats=repeats, epochs=epochs,
+               pretrain_epochs=pretrain_epochs, stage_epochs=_pairs(stage_epochs, "--stage-epochs"),
+               subsample=_pairs(subsample, "--subsample"), rule=rule, seed=seed,
+               selection=selection.lower() if selection else None, out=out, data_dir=data_dir,
+               cache_dir=cache_dir, workers=workers, threads=threads, plugin_modules=plugin_modules,
+               progress=progress, registry_loader=_registry, echo=click.echo)
+
+
+@cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
 def report(run_dir):
     """Rewrite results.csv, table1.csv, curves.csv and report.html of RUN_DIR from its store."""

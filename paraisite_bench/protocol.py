@@ -121,6 +121,54 @@ class TargetTransform:
         return np.power(10.0, z) - 1.0
 
 
+@dataclass(frozen=True)
+class StandardTransform:
+    """y = (v − mean) / std, and back: the transform of a non-κ target (e.g. a band gap in eV)."""
+
+    mean: float
+    std: float
+
+    @staticmethod
+    def fit(values) -> "StandardTransform":
+        v = np.asarray(values, dtype=np.float64)
+        std = float(v.std())
+        return StandardTransform(float(v.mean()), std if std > 0 else 1.0)
+
+    def forward(self, v):
+        if isinstance(v, torch.Tensor):
+            return (v - self.mean) / self.std
+        return (np.asarray(v, dtype=np.float64) - self.mean) / self.std
+
+    def inverse(self, y):
+        if isinstance(y, torch.Tensor):
+            return y * self.std + self.mean
+        return np.asarray(y, dtype=np.float64) * self.std + self.mean
+
+
+def fit_transform(target, values):
+    """The transform a dataset's :class:`~paraisite_bench.data.Target` asks for, fitted on ``values``."""
+    if target.transform == "log10p1":
+        return TargetTransform.fit(values)
+    if target.transform == "standardise":
+        return StandardTransform.fit(values)
+    raise ValueError(f"unknown target transform {target.transform!r}")
+
+
+def make_transform(kind: str, mean: float, std: float):
+    """Rebuild a fitted transform from a checkpoint's (kind, mean, std)."""
+    return TargetTransform(mean, std) if kind == "log10p1" else StandardTransform(mean, std)
+
+
+def mae(pred, true) -> float:
+    """Mean absolute error in the target's units."""
+    return float(np.mean(np.abs(np.asarray(pred, dtype=np.float64) - np.asarray(true, dtype=np.float64))))
+
+
+def metric_for(target):
+    """The metric function of a target: MAPE for κ, MAE otherwise."""
+    return mape if target.metric == "mape" else mae
+
+
 def mape(pred, true) -> float:
     """Mean absolute percentage error as a fraction (0.34 = 34 %), as in the paper's Table I."""
     pred = np.asarray(pred, dtype=np.float64)
