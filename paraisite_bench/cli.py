@@ -264,6 +264,8 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
               help="Repeats per candidate: repeat r uses split r and training seed seed+r.")
 @click.option("--epochs", type=click.IntRange(1), help="Epochs on the target (paper: 300).")
 @click.option("--pretrain-epochs", type=click.IntRange(1), help="Epochs of pretraining stages (default: --epochs).")
+@click.option("--pretrain-batch-size", type=click.IntRange(1),
+              help="Batch size of pretraining stages (default: the protocol's 8; CrabNet itself uses ~256).")
 @click.option("--stage-epochs", help="Epochs for stages on given datasets, e.g. expt_gap=100.")
 @click.option("--subsample", help="Cap records of a dataset (deterministic), e.g. elasticity_log10_kvrh=3000.")
 @click.option("--rule", default="mean+1*std", show_default=True,
@@ -277,13 +279,14 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--plugin", "plugin_modules", multiple=True, help="Also load this importable plugin module.")
 @click.option("--progress/--no-progress", default=None)
-def select(candidates, dataset, repeats, epochs, pretrain_epochs, stage_epochs, subsample, rule, seed, selection,
+def select(candidates, dataset, repeats, epochs, pretrain_epochs, pretrain_batch_size, stage_epochs, subsample, rule, seed, selection,
            out, data_dir, cache_dir, workers, threads, plugin_modules, progress):
     """Model-selection stability study (the paper's Fig. 2): rank candidates by a stated rule."""
     from .study import run_select
 
     run_select(candidates=candidates, dataset=dataset, repeats=repeats, epochs=epochs,
-               pretrain_epochs=pretrain_epochs, stage_epochs=_pairs(stage_epochs, "--stage-epochs"),
+               pretrain_epochs=pretrain_epochs, pretrain_batch_size=pretrain_batch_size,
+               stage_epochs=_pairs(stage_epochs, "--stage-epochs"),
                subsample=_pairs(subsample, "--subsample"), rule=rule, seed=seed,
                selection=selection.lower() if selection else None, out=out, data_dir=data_dir,
                cache_dir=cache_dir, workers=workers, threads=threads, plugin_modules=plugin_modules,

@@ -39,9 +39,14 @@ class Protocol:
     subsample: tuple[tuple[str, int], ...] = ()
     #: Epochs for stages on a given dataset (e.g. (("aflow", 20),)); others use ``epochs``.
     stage_epochs: tuple[tuple[str, int], ...] = ()
+    #: Batch size for stages on a given dataset (e.g. (("expt_gap", 256),)); others use ``batch_size``.
+    stage_batch_size: tuple[tuple[str, int], ...] = ()
 
     def epochs_for(self, dataset: str) -> int:
         return dict(self.stage_epochs).get(dataset, self.epochs)
+
+    def batch_size_for(self, dataset: str) -> int:
+        return dict(self.stage_batch_size).get(dataset, self.batch_size)
 
     def subsample_for(self, dataset: str) -> int | None:
         return dict(self.subsample).get(dataset)
@@ -49,7 +54,7 @@ class Protocol:
     def training_options(self, dataset: str) -> dict:
         """The options that determine a stage on ``dataset`` (used in its key)."""
         return {
-            "epochs": self.epochs_for(dataset), "batch_size": self.batch_size, "lr": self.lr,
+            "epochs": self.epochs_for(dataset), "batch_size": self.batch_size_for(dataset), "lr": self.lr,
             "seed": self.seed, "test_fraction": self.test_fraction, "selection": self.selection,
             "inner_val_fraction": self.inner_val_fraction, "scaler_fit": self.scaler_fit,
             "cosine_tmax": self.cosine_tmax, "head": list(self.head),
@@ -62,6 +67,7 @@ class Protocol:
         d = dataclasses.asdict(self)
         d["subsample"] = dict(self.subsample)
         d["stage_epochs"] = dict(self.stage_epochs)
+        d["stage_batch_size"] = dict(self.stage_batch_size)
         return d
 
 

@@ -279,7 +279,8 @@ def write_study(out_dir: Path, plan: Plan, store, ctx: Context, meta: dict) -> d
     return study
 
 
-def run_select(*, candidates, dataset, repeats, epochs, pretrain_epochs, stage_epochs, subsample, rule, seed,
+def run_select(*, candidates, dataset, repeats, epochs, pretrain_epochs, pretrain_batch_size, stage_epochs,
+               subsample, rule, seed,
                selection, out, data_dir, cache_dir, workers, threads, plugin_modules, progress, registry_loader,
                echo) -> dict:
     """The ``select`` command: plan, execute (resumable), write the study outputs, print the ranking."""
@@ -314,7 +315,9 @@ def run_select(*, candidates, dataset, repeats, epochs, pretrain_epochs, stage_e
         per_stage = {**{d: pretrain_epochs for d in pre}, **per_stage}
     for name in list(per_stage) + [n for n, _ in (subsample or ())]:
         registry.get("dataset", name)
+    batches = {d: pretrain_batch_size for d in pre} if pretrain_batch_size else {}
     protocol = dataclasses.replace(protocol, stage_epochs=tuple(sorted(per_stage.items())),
+                                   stage_batch_size=tuple(sorted(batches.items())),
                                    subsample=tuple(subsample or ()))
     ctx = Context(registry, data_root, protocol, Path(cache_dir) if cache_dir else None)
     parsed = [parse_candidate(ctx, n) for n in dict.fromkeys(names)]
@@ -336,6 +339,7 @@ def run_select(*, candidates, dataset, repeats, epochs, pretrain_epochs, stage_e
 
     meta = {"dataset": target, "dataset_label": registry.dataset(target).label, "repeats": repeats,
             "rule": rule, "epochs": protocol.epochs, "stage_epochs": dict(protocol.stage_epochs),
+            "stage_batch_size": dict(protocol.stage_batch_size),
             "subsample": dict(protocol.subsample), "selection": protocol.selection,
             "candidates": {c.name: {"backbone": c.backbone, "description": c.description,
                                     "settings": ctx.backbone(c.backbone).settings()} for c in parsed},
@@ -355,9 +359,10 @@ def run_select(*, candidates, dataset, repeats, epochs, pretrain_epochs, stage_e
     echo(f"\nparaisite-bench select: {outcome.trained} stages trained, {outcome.reused} reused, "
          f"{len(outcome.failed)} failed, {outcome.wall_s:.0f} s")
     echo(f"  {study['dataset_label']}, {repeats} repeats ({REPEATS_VARY}); rule: lowest {rule}")
-    echo("  rank  candidate".ljust(36) + "mean     std      worst    CV     score")
+    width = max([len(r["candidate"]) for r in study["ranked"]] + [9]) + 2
+    echo("  rank  " + "candidate".ljust(width) + "mean     std      worst    CV     score")
     for r in study["ranked"]:
-        echo(f"  {r['rank']:<5} {r['candidate']:<28}{r['mean']:<9.3f}{r['std']:<9.3f}{r['worst']:<9.3f}"
+        echo(f"  {r['rank']:<5} {r['candidate']:<{width}}{r['mean']:<9.3f}{r['std']:<9.3f}{r['worst']:<9.3f}"
              f"{r['cv']:<7.2f}{r['score']:.3f}")
     for label, err in outcome.failed[:5]:
         echo(f"  FAILED {label}: {err}")

@@ -105,10 +105,14 @@ class CrabNetRepresentation(nn.Module):
 
     def __init__(self, settings: dict[str, Any]):
         super().__init__()
+        import warnings
+
         kingcrab = _kingcrab()
-        self.subcrab = kingcrab.SubCrab(out_dims=3, d_model=settings["d_model"], N=settings["N"],
-                                        heads=settings["heads"], dim_feedforward=settings["dim_feedforward"],
-                                        dropout=settings["dropout"], elem_prop="mat2vec")
+        with warnings.catch_warnings():  # torch's nested-tensor note about CrabNet's batch_first=False
+            warnings.simplefilter("ignore", UserWarning)
+            self.subcrab = kingcrab.SubCrab(out_dims=3, d_model=settings["d_model"], N=settings["N"],
+                                            heads=settings["heads"], dim_feedforward=settings["dim_feedforward"],
+                                            dropout=settings["dropout"], elem_prop="mat2vec")
 
     def hidden(self, src: torch.Tensor, frac: torch.Tensor) -> torch.Tensor:
         """Per-element 128-d vectors (what ``output_nn`` feeds to ``fc_out``)."""
