@@ -179,6 +179,11 @@ def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs
     plan = build_plan(ctx, backbones, strategies, train, test)
     for b, s, reason in plan.skipped:
         click.echo(f"warning: {b} × {s} skipped: {reason}", err=True)
+    from .study import composition_notes
+
+    notes = composition_notes(ctx, backbones, train + test)  # once per run, kept in run.json["notes"]
+    for note in notes:
+        click.echo(f"warning: {note}", err=True)
     if not plan.stages:
         raise UserError("nothing to run: every backbone × strategy combination was skipped")
     store = Store(out_dir / "store.sqlite")
@@ -197,6 +202,7 @@ def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs
         "labels": {n: registry.dataset(n).label for n in dict.fromkeys(train + test)},
         "strategy_descriptions": {s: registry.strategy(s).description for s in strategies},
         "data": {n: ctx.dataset(n).fingerprint for n in sorted({s.dataset for s in plan.stages.values()} | set(test))},
+        "notes": notes,
     }
     (out_dir / "run.json").write_text(json.dumps(run_info, indent=1))
     log(f"start: {run_info['command']}")
@@ -211,6 +217,9 @@ def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs
         (out_dir / "run.json").write_text(json.dumps(run_info, indent=1))
         skipped = [{"dataset": e.source, "id": e.record_id, "problem": e.problem, "hint": e.hint}
                    for e in {(e.source, e.record_id): e for e in ctx.skipped}.values()]
+        skipped += [{"dataset": "", "id": f"{b} × {s}", "problem": f"skipped: {reason}",
+                     "hint": "choose a backbone and strategy that fit (see `paraisite-bench plugins`)"}
+                    for b, s, reason in plan.skipped]
         result = write_outputs(out_dir, store, run_info, skipped)
         store.close()
     _summary(out_dir, outcome, result, skipped, plan, run_info)
