@@ -79,18 +79,24 @@ def parse_candidate(ctx: Context, text: str) -> Candidate:
 
 
 def build_study_plan(ctx: Context, candidates: list[Candidate], target: str, repeats: int) -> Plan:
-    """Stages of every candidate × repeat; pretraining stages are shared by the repeats."""
+    """Stages of every candidate × repeat; pretraining stages are shared by the repeats. The plan is
+    repeat-major (repeat 0 of every candidate, then repeat 1, ...), so that a run stopped early has
+    the same number of repeats for every candidate."""
     reg = ctx.registry
     protocol = ctx.protocol
     target = reg.dataset(target).name
     plan = Plan()
+    chains = {}
     for cand in candidates:
         bb = ctx.backbone(cand.backbone)
         chain = [Stage(s.init, target if s.dataset == TARGET else reg.dataset(s.dataset).name) for s in cand.stages]
         reason = input_mismatch(ctx, bb, [s.dataset for s in chain])
         if reason:
             raise UserError(f"candidate {cand.name}: {reason}")
-        for r in range(repeats):
+        chains[cand.name] = (bb, chain)
+    for r in range(repeats):
+        for cand in candidates:
+            bb, chain = chains[cand.name]
             parent = None
             labels = []
             for i, st in enumerate(chain):

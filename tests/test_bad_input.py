@@ -23,7 +23,7 @@ def _one_clear_line(err: str) -> str:
 
 
 @pytest.mark.parametrize("option, value, expected", [
-    ("--backbones", "megnet,nope", "unknown backbone 'nope': known backbones are megnet"),
+    ("--backbones", "megnet,nope", "unknown backbone 'nope': known backbones are "),
     ("--strategies", "sideways", "unknown strategy 'sideways'"),
     ("--train", "dataset9", "unknown dataset 'dataset9'"),
     ("--test", "DATASET1,mixx", "unknown dataset 'mixx'"),
