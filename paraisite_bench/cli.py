@@ -288,8 +288,10 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--plugin", "plugin_modules", multiple=True, help="Also load this importable plugin module.")
 @click.option("--progress/--no-progress", default=None)
+@click.option("--report", "report_only", is_flag=True,
+              help="Only rewrite the study outputs from the store (no training), e.g. while a run goes on.")
 def select(candidates, dataset, repeats, epochs, pretrain_epochs, pretrain_batch_size, stage_epochs, subsample, rule, seed, selection,
-           out, data_dir, cache_dir, workers, threads, plugin_modules, progress):
+           out, data_dir, cache_dir, workers, threads, plugin_modules, progress, report_only):
     """Model-selection stability study (the paper's Fig. 2): rank candidates by a stated rule."""
     from .study import run_select
 
@@ -299,7 +301,7 @@ def select(candidates, dataset, repeats, epochs, pretrain_epochs, pretrain_batch
                subsample=_pairs(subsample, "--subsample"), rule=rule, seed=seed,
                selection=selection.lower() if selection else None, out=out, data_dir=data_dir,
                cache_dir=cache_dir, workers=workers, threads=threads, plugin_modules=plugin_modules,
-               progress=progress, registry_loader=_registry, echo=click.echo)
+               progress=progress, registry_loader=_registry, echo=click.echo, report_only=report_only)
 
 
 @cli.command()

@@ -288,7 +288,7 @@ def write_study(out_dir: Path, plan: Plan, store, ctx: Context, meta: dict) -> d
 def run_select(*, candidates, dataset, repeats, epochs, pretrain_epochs, pretrain_batch_size, stage_epochs,
                subsample, rule, seed,
                selection, out, data_dir, cache_dir, workers, threads, plugin_modules, progress, registry_loader,
-               echo) -> dict:
+               echo, report_only: bool = False) -> dict:
     """The ``select`` command: plan, execute (resumable), write the study outputs, print the ranking."""
     import dataclasses
     import datetime as dt
@@ -355,8 +355,14 @@ def run_select(*, candidates, dataset, repeats, epochs, pretrain_epochs, pretrai
     t0 = time.time()
     outcome = None
     try:
-        outcome = execute(plan, ctx, store, workers=workers, threads=threads, plugin_modules=plugin_modules,
-                          progress=progress, log=log)
+        if report_only:  # the study outputs from what the store holds (e.g. while a long run goes on)
+            from .runner import RunOutcome
+
+            outcome = RunOutcome(reused=sum(1 for k in plan.stages if store.done(k)))
+            meta.pop("started")
+        else:
+            outcome = execute(plan, ctx, store, workers=workers, threads=threads, plugin_modules=plugin_modules,
+                              progress=progress, log=log)
     finally:
         meta["wall_s"] = round(time.time() - t0, 1)
         meta["finished"] = dt.datetime.now().isoformat(timespec="seconds")
@@ -366,7 +372,7 @@ def run_select(*, candidates, dataset, repeats, epochs, pretrain_epochs, pretrai
          f"{len(outcome.failed)} failed, {outcome.wall_s:.0f} s")
     echo(f"  {study['dataset_label']}, {repeats} repeats ({REPEATS_VARY}); rule: lowest {rule}")
     width = max([len(r["candidate"]) for r in study["ranked"]] + [9]) + 2
-    echo("  rank  " + "candidate".ljust(width) + "mean     std      worst    CV     score")
+    echo("  rank  " + "candidate".ljust(width) + "mean     std      worst    CV     score    n")
     for r in study["ranked"]:
         echo(f"  {r['rank']:<5} {r['candidate']:<{width}}{r['mean']:<9.3f}{r['std']:<9.3f}{r['worst']:<9.3f}"
              f"{r['cv']:<7.2f}{r['score']:.3f}")

@@ -67,6 +67,8 @@ def test_select_four_candidates_ranked_with_plot_and_shared_pretraining(cli, tmp
     code, stdout, _ = cli(*args)
     assert code == 0 and "0 stages trained" in stdout
     assert _rows(out / "study.csv") == ranked
+    code, stdout, _ = cli(*args, "--report")  # outputs from the store alone
+    assert code == 0 and "10 reused" in stdout and _rows(out / "study.csv") == ranked
 
 
 def test_rules_rank_differently_and_bad_rules_are_one_line(cli):
