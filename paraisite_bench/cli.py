@@ -258,7 +258,8 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
     if skipped:
         echo(f"  {len(skipped)} record(s) skipped (see {out_dir / 'skipped.csv'}), e.g.:")
         for s in skipped[:3]:
-            echo(f"    {s['dataset']}: record {s['id']!r}: {s['problem']}")
+            echo(f"    {s['dataset']}: record {s['id']!r}: {s['problem']}" if s["dataset"]
+                 else f"    {s['id']}: {s['problem']}")
     for label, err in outcome.failed[:5]:
         echo(f"  FAILED {label}: {err}")
     echo(f"  results: {out_dir / 'results.csv'}  table: {out_dir / 'table1.csv'}  report: {out_dir / 'report.html'}")
