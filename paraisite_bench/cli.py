@@ -198,6 +198,11 @@ def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs
     plan = build_plan(ctx, backbones, strategies, train, test)
     for b, s, reason in plan.skipped:
         click.echo(f"warning: {b} × {s} skipped: {reason}", err=True)
+    from .study import composition_notes
+
+    notes = composition_notes(ctx, backbones, train + test)  # once per run, kept in run.json["notes"]
+    for note in notes:
+        click.echo(f"warning: {note}", err=True)
     if not plan.stages:
         raise UserError("nothing to run: every backbone × strategy combination was skipped")
     store = Store(out_dir / "store.sqlite")
@@ -219,6 +224,7 @@ def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs
         "labels": {n: registry.dataset(n).label for n in dict.fromkeys(train + test)},
         "strategy_descriptions": {s: registry.strategy(s).description for s in strategies},
         "data": {n: ctx.dataset(n).fingerprint for n in sorted({s.dataset for s in plan.stages.values()} | set(test))},
+        "notes": notes,
     }
     (out_dir / "run.json").write_text(json.dumps(run_info, indent=1))
     log(f"start: {run_info['command']}")
@@ -234,6 +240,9 @@ def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs
         (out_dir / "run.json").write_text(json.dumps(run_info, indent=1))
         skipped = [{"dataset": e.source, "id": e.record_id, "problem": e.problem, "hint": e.hint}
                    for e in {(e.source, e.record_id): e for e in ctx.skipped}.values()]
+        skipped += [{"dataset": "", "id": f"{b} × {s}", "problem": f"skipped: {reason}",
+                     "hint": "choose a backbone and strategy that fit (see `paraisite-bench plugins`)"}
+                    for b, s, reason in plan.skipped]
         result = write_outputs(out_dir, store, run_info, skipped)
         store.close()
     _summary(out_dir, outcome, result, skipped, plan, run_info)
@@ -274,10 +283,52 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
     if skipped:
         echo(f"  {len(skipped)} record(s) skipped (see {out_dir / 'skipped.csv'}), e.g.:")
         for s in skipped[:3]:
-            echo(f"    {s['dataset']}: record {s['id']!r}: {s['problem']}" + (f" — {s['hint']}" if s["hint"] else ""))
+            where = f"{s['dataset']}: record {s['id']!r}" if s["dataset"] else f"{s['id']}"
+            echo(f"    {where}: {s['problem']}" + (f" — {s['hint']}" if s.get("hint") else ""))
     for label, err in outcome.failed[:5]:
         echo(f"  FAILED {label}: {err}")
     echo(f"  results: {out_dir / 'results.csv'}  table: {out_dir / 'table1.csv'}  report: {out_dir / 'report.html'}")
+
+
+@cli.command()
+@click.option("--candidates", required=True,
+              help="Comma-separated BACKBONE:SOURCE, e.g. megnet:eform,megnet:bandgap,crabnet:expt_gap "
+                   "(SOURCE: published weights, a pretraining dataset, scratch, or a strategy).")
+@click.option("--dataset", default="dataset1", show_default=True, help="Target dataset.")
+@click.option("--repeats", type=click.IntRange(1), default=9, show_default=True,
+              help="Repeats per candidate: repeat r uses split r and training seed seed+r.")
+@click.option("--epochs", type=click.IntRange(1), help="Epochs on the target (paper: 300).")
+@click.option("--pretrain-epochs", type=click.IntRange(1), help="Epochs of pretraining stages (default: --epochs).")
+@click.option("--pretrain-batch-size", type=click.IntRange(1), default=256, show_default=True,
+              help="Batch size of pretraining stages (CrabNet's own choice for 4-10 k formulas; the target "
+                   "stages keep the protocol's 8).")
+@click.option("--stage-epochs", help="Epochs for stages on given datasets, e.g. expt_gap=100.")
+@click.option("--subsample", help="Cap records of a dataset (deterministic), e.g. elasticity_log10_kvrh=3000.")
+@click.option("--rule", default="mean+1*std", show_default=True,
+              help="Selection rule, lowest wins: mean|median|worst [+ K*std].")
+@click.option("--seed", type=int)
+@click.option("--selection", type=click.Choice(sorted(SELECTION_MODES), case_sensitive=False))
+@click.option("--out", type=click.Path(file_okay=False), default="runs/select", show_default=True)
+@click.option("--data-dir", type=click.Path())
+@click.option("--cache-dir", type=click.Path(file_okay=False))
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--plugin", "plugin_modules", multiple=True, help="Also load this importable plugin module.")
+@click.option("--progress/--no-progress", default=None)
+@click.option("--report", "report_only", is_flag=True,
+              help="Only rewrite the study outputs from the store (no training), e.g. while a run goes on.")
+def select(candidates, dataset, repeats, epochs, pretrain_epochs, pretrain_batch_size, stage_epochs, subsample, rule, seed, selection,
+           out, data_dir, cache_dir, workers, threads, plugin_modules, progress, report_only):
+    """Model-selection stability study (the paper's Fig. 2): rank candidates by a stated rule."""
+    from .study import run_select
+
+    run_select(candidates=candidates, dataset=dataset, repeats=repeats, epochs=epochs,
+               pretrain_epochs=pretrain_epochs, pretrain_batch_size=pretrain_batch_size,
+               stage_epochs=_pairs(stage_epochs, "--stage-epochs"),
+               subsample=_pairs(subsample, "--subsample"), rule=rule, seed=seed,
+               selection=selection.lower() if selection else None, out=out, data_dir=data_dir,
+               cache_dir=cache_dir, workers=workers, threads=threads, plugin_modules=plugin_modules,
+               progress=progress, registry_loader=_registry, echo=click.echo, report_only=report_only)
 
 
 @cli.command()

@@ -62,7 +62,7 @@ class Context:
             except Exception as exc:
                 raise UserError(f"dataset {spec.name!r} (plugin {spec.plugin}) failed to load: "
                                 f"{type(exc).__name__}: {exc}") from None
-            good, bad = validate_records(spec.name, raw)
+            good, bad = validate_records(spec.name, raw, spec.target)
             n = self.protocol.subsample_for(spec.name)
             if n is not None:
                 keep = set(subsample_ids(spec.name, [r.id for r in good], n, self.protocol.seed))

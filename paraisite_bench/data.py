@@ -74,6 +74,34 @@ def _cif_without_atoms(text: str) -> bool:
     return not any(line and not line.startswith(("_", "loop_", "#", "data_")) for line in rows)
 
 
+@dataclass(frozen=True)
+class Target:
+    """What a dataset's ``Record.kappa`` field holds (the field keeps its name for compatibility).
+
+    ``transform``: "log10p1" (y = log10(v + 1), then standardised: κ) or "standardise" (standardised
+    only); ``metric``: "mape" (κ) or "mae"; ``positive``: values must be > 0 (κ) rather than finite.
+    """
+
+    name: str = "kappa"
+    units: str = "W/(m K)"
+    transform: str = "log10p1"
+    metric: str = "mape"
+    positive: bool = True
+
+    @property
+    def is_kappa(self) -> bool:
+        return self.transform == "log10p1" and self.metric == "mape"
+
+
+#: The default target: lattice thermal conductivity at 300 K.
+KAPPA = Target()
+
+
+def regression_target(name: str, units: str, positive: bool = False) -> Target:
+    """A non-κ regression target: standardised only, scored by MAE."""
+    return Target(name=name, units=units, transform="standardise", metric="mae", positive=positive)
+
+
 @dataclass
 class LoadContext:
     """What a dataset loader gets: the data root (``ltc/``, ``models/`` below it)."""
@@ -105,6 +133,10 @@ class DatasetSpec:
     components: tuple[str, ...] = ()
     display_name: str = ""
     plugin: str = field(default="", compare=False)
+    #: What the records' value is (default κ); see :class:`Target`.
+    target: Target = KAPPA
+    #: "structure" (records carry CIFs) or "composition" (formulas only: structure backbones skip it).
+    input_kind: str = "structure"
 
     @property
     def label(self) -> str:
@@ -145,8 +177,12 @@ def read_ltc_json(path: Path, source_name: str) -> tuple[dict, list[Record]]:
     return doc, records
 
 
-def validate_records(name: str, records: Sequence[Record]) -> tuple[list[Record], list[RecordError]]:
-    """Keep good records; return the bad ones as RecordErrors (κ ≤ 0, NaN, not a number, duplicate id)."""
+def validate_records(name: str, records: Sequence[Record],
+                     target: Target = KAPPA) -> tuple[list[Record], list[RecordError]]:
+    """Keep good records; return the bad ones as RecordErrors (NaN, not a number, duplicate id, and
+    value ≤ 0 for a positive target such as κ)."""
+    what, units = ("kappa", "κ") if target.name == "kappa" else (target.name, target.name)
+    unit_hint = f"give {units} in {target.units}" if target.units else f"give {units} as a number"
     good: list[Record] = []
     bad: list[RecordError] = []
     seen: set[str] = set()
@@ -154,13 +190,14 @@ def validate_records(name: str, records: Sequence[Record]) -> tuple[list[Record]
         try:
             kappa = float(r.kappa)
         except (TypeError, ValueError):
-            bad.append(RecordError(name, r.id, f"kappa {r.kappa!r} is not a number", "give κ in W/(m K)"))
+            bad.append(RecordError(name, r.id, f"{what} {r.kappa!r} is not a number", unit_hint))
             continue
         if math.isnan(kappa) or math.isinf(kappa):
-            bad.append(RecordError(name, r.id, f"kappa is {kappa}", "give a finite κ in W/(m K)"))
+            bad.append(RecordError(name, r.id, f"{what} is {kappa}", f"{unit_hint} (finite)"))
             continue
-        if kappa <= 0:
-            bad.append(RecordError(name, r.id, f"kappa {kappa} ≤ 0", "κ must be positive (W/(m K))"))
+        if target.positive and kappa <= 0:
+            bad.append(RecordError(name, r.id, f"{what} {kappa} ≤ 0",
+                                   f"{units} must be positive ({target.units})"))
             continue
         if r.id in seen:
             bad.append(RecordError(name, r.id, "duplicate id", "ids must be unique; the first one is kept"))

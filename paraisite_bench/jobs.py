@@ -36,6 +36,20 @@ class Plan:
         return [k for k, s in self.stages.items() if s.parent == key]
 
 
+def input_mismatch(ctx: Context, backbone, datasets) -> str | None:
+    """Why ``backbone`` cannot use one of ``datasets`` (a structure backbone on a composition-only
+    dataset), or None."""
+    if backbone.input_kind != "structure":
+        return None
+    for d in datasets:
+        spec = ctx.registry.dataset(d)
+        atoms = [ctx.registry.dataset(a) for a in ctx.atomic_names(spec.name)]
+        if any(a.input_kind == "composition" for a in atoms):
+            return (f"dataset {spec.name!r} has compositions only (no crystal structures) and "
+                    f"{backbone.name} is a structure backbone")
+    return None
+
+
 def build_plan(ctx: Context, backbones, strategies, train, test) -> Plan:
     """Expand backbones × strategies × train × splits into stages; stages with the same key
     (e.g. the AFLOW stage shared by every ``double`` job of a split) appear once."""
@@ -63,6 +77,11 @@ def build_plan(ctx: Context, backbones, strategies, train, test) -> Plan:
                 if t in strategy.skip_targets:
                     continue
                 chain = strategy.chain(t)
+                mismatch = input_mismatch(ctx, bb, [st.dataset for st in chain])
+                if mismatch:
+                    if (bb.name, strategy.name, mismatch) not in plan.skipped:
+                        plan.skipped.append((bb.name, strategy.name, mismatch))
+                    continue
                 for r in range(protocol.splits):
                     parent = None
                     labels = []
@@ -84,6 +103,8 @@ def build_plan(ctx: Context, backbones, strategies, train, test) -> Plan:
                         parent = key
                     plan.evals.setdefault(parent, [])
                     for te in test:
+                        if input_mismatch(ctx, bb, [te]):
+                            continue
                         if te not in plan.evals[parent]:
                             plan.evals[parent].append(te)
                         plan.cells.append(Cell(bb.name, strategy.name, t, te, r, parent, ">".join(labels)))

@@ -41,9 +41,14 @@ class Protocol:
     stage_epochs: tuple[tuple[str, int], ...] = ()
     #: Stop a stage after this many epochs without a better validation MAPE (0 = off, the paper).
     early_stop: int = 0
+    #: Batch size for stages on a given dataset (e.g. (("expt_gap", 256),)); others use ``batch_size``.
+    stage_batch_size: tuple[tuple[str, int], ...] = ()
 
     def epochs_for(self, dataset: str) -> int:
         return dict(self.stage_epochs).get(dataset, self.epochs)
+
+    def batch_size_for(self, dataset: str) -> int:
+        return dict(self.stage_batch_size).get(dataset, self.batch_size)
 
     def subsample_for(self, dataset: str) -> int | None:
         return dict(self.subsample).get(dataset)
@@ -51,7 +56,7 @@ class Protocol:
     def training_options(self, dataset: str) -> dict:
         """The options that determine a stage on ``dataset`` (used in its key)."""
         return {
-            "epochs": self.epochs_for(dataset), "batch_size": self.batch_size, "lr": self.lr,
+            "epochs": self.epochs_for(dataset), "batch_size": self.batch_size_for(dataset), "lr": self.lr,
             "seed": self.seed, "test_fraction": self.test_fraction, "selection": self.selection,
             "inner_val_fraction": self.inner_val_fraction, "scaler_fit": self.scaler_fit,
             "cosine_tmax": self.cosine_tmax, "head": list(self.head),
@@ -66,6 +71,7 @@ class Protocol:
         d = dataclasses.asdict(self)
         d["subsample"] = dict(self.subsample)
         d["stage_epochs"] = dict(self.stage_epochs)
+        d["stage_batch_size"] = dict(self.stage_batch_size)
         return d
 
 
@@ -123,6 +129,54 @@ class TargetTransform:
             return torch.pow(10.0, z) - 1.0
         z = np.clip(np.asarray(y, dtype=np.float64) * self.std + self.mean, lo, hi)
         return np.power(10.0, z) - 1.0
+
+
+@dataclass(frozen=True)
+class StandardTransform:
+    """y = (v − mean) / std, and back: the transform of a non-κ target (e.g. a band gap in eV)."""
+
+    mean: float
+    std: float
+
+    @staticmethod
+    def fit(values) -> "StandardTransform":
+        v = np.asarray(values, dtype=np.float64)
+        std = float(v.std())
+        return StandardTransform(float(v.mean()), std if std > 0 else 1.0)
+
+    def forward(self, v):
+        if isinstance(v, torch.Tensor):
+            return (v - self.mean) / self.std
+        return (np.asarray(v, dtype=np.float64) - self.mean) / self.std
+
+    def inverse(self, y):
+        if isinstance(y, torch.Tensor):
+            return y * self.std + self.mean
+        return np.asarray(y, dtype=np.float64) * self.std + self.mean
+
+
+def fit_transform(target, values):
+    """The transform a dataset's :class:`~paraisite_bench.data.Target` asks for, fitted on ``values``."""
+    if target.transform == "log10p1":
+        return TargetTransform.fit(values)
+    if target.transform == "standardise":
+        return StandardTransform.fit(values)
+    raise ValueError(f"unknown target transform {target.transform!r}")
+
+
+def make_transform(kind: str, mean: float, std: float):
+    """Rebuild a fitted transform from a checkpoint's (kind, mean, std)."""
+    return TargetTransform(mean, std) if kind == "log10p1" else StandardTransform(mean, std)
+
+
+def mae(pred, true) -> float:
+    """Mean absolute error in the target's units."""
+    return float(np.mean(np.abs(np.asarray(pred, dtype=np.float64) - np.asarray(true, dtype=np.float64))))
+
+
+def metric_for(target):
+    """The metric function of a target: MAPE for κ, MAE otherwise."""
+    return mape if target.metric == "mape" else mae
 
 
 def mape(pred, true) -> float:

@@ -17,7 +17,7 @@ import torch
 from .backbone import ParAIsiteModel
 from .context import Context
 from .errors import UserError
-from .protocol import TargetTransform, mape
+from .protocol import fit_transform, make_transform, metric_for
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,9 @@ def train_stage(ctx: Context, spec: StageSpec, parent_ckpt: dict | None,
         raise UserError(f"stage {spec.label}: nothing to train on ({len(train_ids)} training, "
                         f"{len(val_ids)} validation records)")
     scaler_ids = [i for i in (split.train + split.test if opts["scaler_fit"] == "all" else split.train) if i in feats]
-    transform = TargetTransform.fit([records[i].kappa for i in scaler_ids])
+    target = ctx.registry.dataset(spec.dataset).target
+    transform = fit_transform(target, [records[i].kappa for i in scaler_ids])
+    metric = metric_for(target)
 
     model, info = build_model(ctx, spec, parent_ckpt)
     model.to(device)
@@ -206,8 +208,11 @@ def train_stage(ctx: Context, spec: StageSpec, parent_ckpt: dict | None,
             if on_device:
                 batch = bb.to_device(batch, device)
             kappa = train_kappa[idx]
-            pred = transform.inverse(model(batch).reshape(-1))
-            loss = torch.mean(torch.abs(pred - kappa) / kappa)
+            if target.metric == "mape":  # MAPE on κ (the paper's loss)
+                pred = transform.inverse(model(batch).reshape(-1))
+                loss = torch.mean(torch.abs(pred - kappa) / kappa)
+            else:  # other targets: L1 on the standardised value (∝ MAE in the target's units)
+                loss = torch.mean(torch.abs(model(batch).reshape(-1) - transform.forward(kappa)))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -217,7 +222,7 @@ def train_stage(ctx: Context, spec: StageSpec, parent_ckpt: dict | None,
         if scheduler is not None:
             scheduler.step()
         model.eval()
-        val_mape = mape(transform.inverse(predict_val().numpy()), val_kappa)
+        val_mape = metric(transform.inverse(predict_val().numpy()), val_kappa)
         curves.append({"epoch": epoch, "train_mape": float(total) / count, "val_mape": val_mape, "lr": lr})
         if val_mape < best[0]:
             best = (val_mape, epoch, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
@@ -229,7 +234,8 @@ def train_stage(ctx: Context, spec: StageSpec, parent_ckpt: dict | None,
                 for skipped in range(epoch + 1, epochs + 1):
                     on_epoch(skipped, epochs)
             break
-    payload = {"model": best[2], "transform": (transform.mean, transform.std), "key": spec.key,
+    payload = {"model": best[2], "transform": (transform.mean, transform.std),
+               "transform_kind": target.transform, "target": target.name, "key": spec.key,
                "backbone": spec.backbone, "best_epoch": best[1]}
     summary = {"best_epoch": best[1], "best_val": best[0], "n_train": len(train_ids), "n_val": len(val_ids),
                "weights_info": info, "curves": curves, "wall_s": time.time() - t0}
@@ -248,16 +254,18 @@ def evaluate(ctx: Context, spec: StageSpec, ckpt: dict, test_datasets, *, loop: 
     model.load_state_dict(ckpt["model"], strict=True)
     model.to(device)
     model.eval()
-    transform = TargetTransform(*ckpt["transform"])
+    transform = make_transform(ckpt.get("transform_kind", "log10p1"), *ckpt["transform"])
     results = []
     for test_dataset in test_datasets:
         feats = ctx.features(spec.backbone, test_dataset)
         records = ctx.dataset(test_dataset).records
+        target = ctx.registry.dataset(test_dataset).target
         ids = [i for i in ctx.split(test_dataset, spec.split).test if i in feats]
         test_feats = [feats[i] for i in ids]
         raw = (_predict_fast(model, bb, test_feats, device) if loop == "fast"
                else _predict(model, bb, test_feats, device=device))
         pred = transform.inverse(raw.numpy())
-        results.append({"test": test_dataset, "mape": mape(pred, [records[i].kappa for i in ids]),
-                        "n_test": len(ids)})
+        # "mape" holds the test dataset's metric (MAPE for κ; MAE for other targets, named in "metric")
+        results.append({"test": test_dataset, "mape": metric_for(target)(pred, [records[i].kappa for i in ids]),
+                        "metric": target.metric, "n_test": len(ids)})
     return results

@@ -25,12 +25,24 @@ SOURCES = {
     "eform": ("MEGNet-MP-2018.6.1-Eform",
               "MEGNet formation energy, 62,315 Materials Project compounds (MP 2018.6.1)"),
 }
+#: The multi-fidelity band gap model has another architecture (learned 16-d state embedding of the
+#: fidelity index, 3 set2set iterations, 5 Å cutoff): it is the backbone ``megnet_bandgap``.
+BANDGAP_SOURCES = {
+    "bandgap": ("MEGNet-MP-2019.4.1-BandGap-mfi",
+                "MEGNet multi-fidelity band gap, MP 2019.4.1 (state = fidelity 0: PBE)"),
+}
 
 #: The architecture of MEGNet-MP-2018.6.1-Eform (its model.json ``init_args``).
 ARCH = dict(dim_node_embedding=16, dim_edge_embedding=100, dim_state_embedding=2, nblocks=3,
             hidden_layer_sizes_input=(64, 32), hidden_layer_sizes_conv=(64, 64, 32),
             hidden_layer_sizes_output=(32, 16), nlayers_set2set=1, niters_set2set=2,
             activation_type="softplus2", include_state=True, cutoff=4.0, gauss_width=0.5)
+
+#: The architecture of MEGNet-MP-2019.4.1-BandGap-mfi (its model.json ``init_args``).
+BANDGAP_ARCH = dict(ARCH, dim_state_embedding=16, ntypes_state=4, niters_set2set=3, cutoff=5.0)
+#: Fidelity index given as the band gap model's state (0 PBE, 1 GLLB-SC, 2 HSE, 3 SCAN). PBE: the
+#: fidelity with by far the most training data (MP), and the one our DFT κ datasets' structures share.
+BANDGAP_FIDELITY = 0
 
 
 def destination_conv(conv):
@@ -134,16 +146,29 @@ class MEGNetBackbone(Backbone):
     description = "MEGNet graph network (matgl 4 PyG, destination-node aggregation)"
     weight_sources = {k: v[1] for k, v in SOURCES.items()}
     default_weights = "eform"
+    arch: dict = ARCH
+    sources: dict = SOURCES
 
     def __init__(self):
         from matgl.config import DEFAULT_ELEMENTS
 
         self.element_types = tuple(DEFAULT_ELEMENTS)
-        self.cutoff = ARCH["cutoff"]
+        self.cutoff = self.arch["cutoff"]
         self._converter = None
 
     def settings(self) -> dict[str, Any]:
         return {"cutoff": self.cutoff, "n_elements": len(self.element_types), "graph": "pyg-v1"}
+
+    def state_attr(self, default_state) -> torch.Tensor:
+        """The graph's state input: matgl's default (two zeros) for the formation-energy model."""
+        return torch.as_tensor(default_state, dtype=torch.float32).reshape(1, -1)
+
+    def resolve_source(self, source: str) -> str:
+        source = super().resolve_source(source)
+        if source not in self.sources:
+            raise UserError(f"{self.name} has no published weights {source!r}: known sources are "
+                            f"{', '.join(self.sources)}")
+        return source
 
     def featurise(self, record):
         from torch_geometric.data import Data
@@ -165,7 +190,7 @@ class MEGNetBackbone(Backbone):
         return Data(
             node_type=g.node_type, pos=g.frac_coords @ lattice, edge_index=g.edge_index.long(),
             pbc_offshift=g.pbc_offset @ lattice, num_nodes=g.num_nodes,
-            state_attr=torch.as_tensor(state, dtype=torch.float32).reshape(1, -1),
+            state_attr=self.state_attr(state),
         )
 
     def collate(self, features: Sequence[Any]):
@@ -179,19 +204,19 @@ class MEGNetBackbone(Backbone):
         return GraphBatcher(features)
 
     def build(self) -> nn.Module:
-        return MEGNetRepresentation(ARCH)
+        return MEGNetRepresentation(self.arch)
 
     def load_weights(self, module: nn.Module, source: str, data_dir: Path) -> dict[str, Any]:
-        if source not in SOURCES:
-            raise UserError(f"megnet has no published weights {source!r}: known sources are "
-                            f"{', '.join(SOURCES)}")
-        folder = Path(data_dir) / "models" / SOURCES[source][0]
+        if source not in self.sources:
+            raise UserError(f"{self.name} has no published weights {source!r}: known sources are "
+                            f"{', '.join(self.sources)}")
+        folder = Path(data_dir) / "models" / self.sources[source][0]
         state_file = folder / "state.pt"
         if not state_file.exists():
             raise UserError(f"published weights {state_file} are missing: the data root must hold "
-                            f"models/{SOURCES[source][0]}/state.pt")
+                            f"models/{self.sources[source][0]}/state.pt")
         init_args = json.loads((folder / "model.json").read_text())["kwargs"]["model"]["init_args"]
-        for key, value in ARCH.items():
+        for key, value in self.arch.items():
             if init_args.get(key) is not None and init_args[key] != (list(value) if isinstance(value, tuple) else value):
                 raise UserError(f"{folder}/model.json: {key}={init_args[key]} differs from this backbone's {value}")
         raw = torch.load(state_file, map_location="cpu", weights_only=True)
@@ -207,6 +232,26 @@ class MEGNetBackbone(Backbone):
                 "tensors_total": len(target)}
 
 
+class MEGNetBandGapBackbone(MEGNetBackbone):
+    """MEGNet with the architecture of the multi-fidelity band gap model; its state input is the
+    fidelity index (always 0 = PBE here). Its 16-d representation is the same layer as ``megnet``'s."""
+
+    name = "megnet_bandgap"
+    description = ("MEGNet with the multi-fidelity band gap architecture (state = fidelity index 0, PBE; "
+                   "5 Å cutoff)")
+    weight_sources = {k: v[1] for k, v in BANDGAP_SOURCES.items()}
+    default_weights = "bandgap"
+    arch = BANDGAP_ARCH
+    sources = BANDGAP_SOURCES
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "state": f"fidelity:{BANDGAP_FIDELITY}"}
+
+    def state_attr(self, default_state) -> torch.Tensor:
+        return torch.tensor([BANDGAP_FIDELITY], dtype=torch.long)
+
+
 @hookimpl
 def register_backbones(register):
     register(MEGNetBackbone)
+    register(MEGNetBandGapBackbone)

@@ -22,3 +22,41 @@ def register_strategies(register):
         stages=(Stage(Init.weights("default"), "aflow"), Stage(Init.previous(), TARGET)),
         skip_targets=("aflow",),
     ))
+
+
+def pretraining_strategies(dataset: str, label: str = "", aflow: str = "aflow") -> list[Strategy]:
+    """Strategies that pretrain on a dataset instead of loading published weights, for backbones
+    without published weights (e.g. CrabNet); a dataset plugin registers them for its datasets:
+
+    - ``pretrained:<dataset>``: random weights → <dataset> → target;
+    - ``double:<dataset>``: random weights → <dataset> → AFLOW AGL → target (the paper's Step 3 with
+      pretraining on <dataset> in place of published weights).
+
+    The pretraining stage of split r is keyed like any stage, so it is trained once and shared by
+    every target and strategy that starts with it.
+    """
+    label = label or dataset
+    out = [Strategy(
+        name=f"pretrained:{dataset}", description=f"random weights → {label} → target",
+        stages=(Stage(Init.random(), dataset), Stage(Init.previous(), TARGET)),
+        skip_targets=(dataset,),
+    )]
+    if dataset != aflow and "aflow" not in dataset:
+        out.append(Strategy(
+            name=f"double:{dataset}", description=f"random weights → {label} → AFLOW AGL → target",
+            stages=(Stage(Init.random(), dataset), Stage(Init.previous(), aflow), Stage(Init.previous(), TARGET)),
+            skip_targets=(dataset, aflow),
+        ))
+    return out
+
+
+def weights_strategies(source: str, description: str) -> list[Strategy]:
+    """``pretrained:<source>`` (published weights <source> → target) and ``double:<source>``
+    (published weights <source> → AFLOW AGL → target), for a backbone's named weight source."""
+    return [
+        Strategy(name=f"pretrained:{source}", description=f"published weights {description} → target",
+                 stages=(Stage(Init.weights(source), TARGET),)),
+        Strategy(name=f"double:{source}", description=f"published weights {description} → AFLOW AGL → target",
+                 stages=(Stage(Init.weights(source), "aflow"), Stage(Init.previous(), TARGET)),
+                 skip_targets=("aflow",)),
+    ]
