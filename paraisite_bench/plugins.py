@@ -36,7 +36,8 @@ class Registry:
         key = name.strip().lower()
         if key not in table:
             known = ", ".join(sorted(table)) or "none"
-            raise UserError(f"unknown {kind} {name!r}: known {kind}s are {known} "
+            plural = "strategies" if kind == "strategy" else f"{kind}s"
+            raise UserError(f"unknown {kind} {name!r}: known {plural} are {known} "
                             "(see `paraisite-bench plugins`)")
         return table[key]
 

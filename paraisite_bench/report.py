@@ -44,7 +44,7 @@ from .reference import PAPER_CAVEATS, PAPER_CITATION, PAPER_TABLE1, PAPER_URL, R
 DATASET_ORDER = ["dataset1", "dataset2", "mix", "aflow"]
 STRATEGY_ORDER = ["scratch", "pretrained", "double"]
 #: Modules that define extra sections with :func:`section`; imported before each render.
-SECTION_MODULES: list[str] = []
+SECTION_MODULES: list[str] = ["paraisite_bench.study"]
 
 
 def _order(names, order=DATASET_ORDER):
@@ -101,6 +101,8 @@ class ReportData:
     stages: list[dict] = field(default_factory=list)
     #: records skipped at load time (skipped.csv)
     skipped: list[dict] = field(default_factory=list)
+    #: model-selection studies (study.json of `select` run directories, plus "dir")
+    studies: list[dict] = field(default_factory=list)
     #: planned (backbone, strategy, train, test, split) results that are not in the store
     missing: list[dict] = field(default_factory=list)
     generated: str = ""
@@ -278,6 +280,15 @@ def _duration(seconds) -> str:
     if s < 7200:
         return f"{s / 60:.1f} min"
     return f"{s / 3600:.2f} h"
+
+
+@section("notes", "Notes on the data", order=15)
+def _notes_section(data: ReportData):
+    """What a run warned about once (e.g. formulas a composition backbone cannot tell apart)."""
+    notes = list(dict.fromkeys(n for run in data.runs for n in (run.get("notes") or [])))
+    if not notes:
+        return None
+    return fragment("section_notes.html", notes=notes)
 
 
 @section("table1", "Table I: MAPE per backbone, next to the paper", order=20)
@@ -508,6 +519,12 @@ def load_run(run_dir: Path) -> dict:
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     info.setdefault("dir", str(run_dir))
     skipped = _read_csv(run_dir / "skipped.csv")
+    study_path = run_dir / "study.json"
+    study = dict(json.loads(study_path.read_text()), dir=str(run_dir)) if study_path.exists() else None
+    if study is not None and not info_path.exists():  # a `select` run directory: the study only
+        info.update(kind="select", protocol=None, notes=study.get("notes", []), command=study.get("command"),
+                    started=study.get("started"), finished=study.get("finished"), wall_s=study.get("wall_s"))
+        return {"info": info, "rows": [], "curves": [], "stages": [], "skipped": skipped, "study": study}
     if info.get("cells") is not None and (run_dir / "store.sqlite").exists():
         store = Store(run_dir / "store.sqlite")
         try:
@@ -529,7 +546,7 @@ def load_run(run_dir: Path) -> dict:
     info["report_source"] = source
     for s in stages:
         s["run"] = str(run_dir)
-    return {"info": info, "rows": rows, "curves": curves, "stages": stages, "skipped": skipped}
+    return {"info": info, "rows": rows, "curves": curves, "stages": stages, "skipped": skipped, "study": study}
 
 
 def merge(loaded: list[dict]) -> ReportData:
@@ -555,6 +572,8 @@ def merge(loaded: list[dict]) -> ReportData:
             if s["key"] not in seen_stages:
                 seen_stages.add(s["key"])
                 data.stages.append(s)
+        if item.get("study"):
+            data.studies.append(item["study"])
         for s in item["skipped"]:
             k = (s.get("dataset"), s.get("id"))
             if k not in seen_skipped:

@@ -16,6 +16,7 @@ import csv
 import html
 import io
 import json
+import sys
 import math
 import re
 from dataclasses import dataclass
@@ -209,9 +210,12 @@ def collect(plan: Plan, store, ctx: Context) -> list[dict]:
     return rows
 
 
-def plot_svg(runs: list[dict], ranked: list[dict], dataset_label: str, rule: str) -> str:
-    """A Fig.-2-style plot: per candidate the MAPE of every repeat (box and points) with mean ± std."""
+def plot_svg(runs: list[dict], ranked: list[dict], dataset_label: str, rule: str, salt: str = "study") -> str:
+    """A Fig.-2-style plot: per candidate the MAPE of every repeat (box and points) with mean ± std, as an
+    inline <svg> element (see :func:`paraisite_bench.figures.to_svg`)."""
     from matplotlib.figure import Figure
+
+    from .figures import to_svg
 
     order = [r["candidate"] for r in ranked]
     values = [[x["mape"] for x in runs if x["candidate"] == c and x["mape"] is not None] for c in order]
@@ -235,31 +239,32 @@ def plot_svg(runs: list[dict], ranked: list[dict], dataset_label: str, rule: str
     ax.set_title(f"Stability on {dataset_label} (ranked by {rule})", fontsize=10)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg")
-    return buf.getvalue()
+    return to_svg(fig, salt=salt)
 
 
 def render_html(study: dict, svg: str | None = None) -> str:
-    """An HTML fragment (table + plot) for report.html. TODO(integrator): include it in the report
-    when the run directory holds study.json (``render_html(json.load(study.json), svg_text)``)."""
-    e = html.escape
-    rows = []
-    for r in study["ranked"]:
-        rows.append("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in (
-            r["rank"], r["candidate"], f"{r['mean']:.3f}", f"{r['std']:.3f}", f"{r['worst']:.3f}",
-            f"{r['cv']:.2f}", f"{r['score']:.3f}", r["n"])) + "</tr>")
-    notes = "".join(f"<li>{e(n)}</li>" for n in study.get("notes", []))
-    return (
-        f'<section class="study"><h2>Model-selection stability on {e(study["dataset_label"])}</h2>'
-        f"<p>Each candidate trains the ParAIsite head and its backbone on {e(study['dataset_label'])}, "
-        f"{study['repeats']} times; {e(study['repeats_vary'])}. Rule: lowest <code>{e(study['rule'])}</code> "
-        f"of the MAPE ({e(study['selection'])} selection, {study['epochs']} epochs on the target).</p>"
-        "<table><thead><tr><th>rank</th><th>candidate</th><th>mean MAPE</th><th>std</th><th>worst split</th>"
-        "<th>CV</th><th>score</th><th>n</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
-        + (f"<div class=\"study-plot\">{svg}</div>" if svg else "")
-        + (f"<ul class=\"notes\">{notes}</ul>" if notes else "") + "</section>"
-    )
+    """The study as an HTML fragment (ranked table, plot, notes): the report's "stability" section."""
+    from .report import fragment
+
+    if svg is None:
+        svg = plot_svg(study["runs"], study["ranked"], study["dataset_label"], study["rule"],
+                       salt=f"study:{study.get('dir', '')}")
+    return fragment("section_stability.html", studies=[dict(study, svg=svg)])
+
+
+def _stability_section(data) -> str | None:
+    if not data.studies:
+        return None
+    return "".join(render_html(st) for st in data.studies)
+
+
+def _register_section() -> None:
+    from .report import section
+
+    section("stability", "Model-selection stability (Fig. 2)", order=60)(_stability_section)
+
+
+_register_section()
 
 
 def write_study(out_dir: Path, plan: Plan, store, ctx: Context, meta: dict) -> dict:
@@ -278,10 +283,14 @@ def write_study(out_dir: Path, plan: Plan, store, ctx: Context, meta: dict) -> d
         w.writeheader()
         for r in ranked:
             w.writerow(dict(r, rule=meta["rule"]))
-    svg = plot_svg(runs, ranked, meta["dataset_label"], meta["rule"])
+    svg = plot_svg(runs, ranked, meta["dataset_label"], meta["rule"], salt=f"study:{out_dir}")
     (out_dir / "study.svg").write_text(svg)
-    (out_dir / "study.html").write_text(render_html(study, svg))
     (out_dir / "study.json").write_text(json.dumps(study, indent=1, default=str))
+    # the run directory's report.html: the study section (with provenance); merge it into a Table I report
+    # with `paraisite-bench report RUN_DIR SELECT_DIR --out report.html`
+    from .report import load_runs, write_report
+
+    write_report(load_runs([out_dir]), out_dir / "report.html")
     return study
 
 
@@ -343,7 +352,7 @@ def run_select(*, candidates, dataset, repeats, epochs, pretrain_epochs, pretrai
         with open(log_path, "a") as fh:
             fh.write(f"[{dt.datetime.now().isoformat(timespec='seconds')}] {msg}\n")
 
-    meta = {"dataset": target, "dataset_label": registry.dataset(target).label, "repeats": repeats,
+    meta = {"command": " ".join(["paraisite-bench", *sys.argv[1:]]), "dataset": target, "dataset_label": registry.dataset(target).label, "repeats": repeats,
             "rule": rule, "epochs": protocol.epochs, "stage_epochs": dict(protocol.stage_epochs),
             "stage_batch_size": dict(protocol.stage_batch_size),
             "subsample": dict(protocol.subsample), "selection": protocol.selection,

@@ -48,8 +48,11 @@ def test_select_four_candidates_ranked_with_plot_and_shared_pretraining(cli, tmp
     for r in runs:
         assert int(r["split"]) == int(r["repeat"]) and int(r["seed"]) == 42 + int(r["repeat"])
     ET.fromstring((out / "study.svg").read_text())  # a well-formed SVG
-    html = (out / "study.html").read_text()
-    assert "<table>" in html and "mean+0.5*std" in html and "<svg" in html
+    html = (out / "report.html").read_text()  # the study is a section of the run directory's report
+    assert 'class="t1 study"' in html and "mean+0.5*std" in html and "<svg" in html
+    in_page = [html.index(f'data-candidate="{r["candidate"]}"') for r in ranked]
+    assert in_page == sorted(in_page)  # ranked order in the page
+    assert "http://" not in html.replace("http://www.w3.org", "")  # self-contained
     study = json.loads((out / "study.json").read_text())
     assert study["candidates"]["megnet:bandgap"]["backbone"] == "megnet_bandgap"
     assert any("26 formulas" in n for n in study["notes"])
@@ -82,7 +85,7 @@ def test_rules_rank_differently_and_bad_rules_are_one_line(cli):
     with pytest.raises(UserError):
         parse_rule("lowest")
     assert "jumpy" in render_html({"dataset_label": "D", "repeats": 3, "repeats_vary": "split", "rule": "mean",
-                                   "selection": "paper", "epochs": 1, "ranked": rank(per, "mean")})
+                                   "selection": "paper", "epochs": 1, "ranked": rank(per, "mean")}, svg="")
     code, _out, err = cli("select", "--candidates", "megnet:eform", "--rule", "best", "--repeats", "1")
     assert code == 2 and err.count("\n") == 1 and "--rule 'best'" in err
 
