@@ -348,14 +348,15 @@ def report(run_dirs, out):
         if len(run_dirs) > 1:
             raise UserError("several run directories need --out FILE.html for the merged report")
         run_dir = Path(run_dirs[0])
-        if (run_dir / "store.sqlite").exists() or not (run_dir / "results.csv").exists():
+        study_only = (run_dir / "study.json").exists() and not (run_dir / "run.json").exists()
+        if not study_only and ((run_dir / "store.sqlite").exists() or not (run_dir / "results.csv").exists()):
             info = load_run_info(run_dir)
             store = Store(run_dir / "store.sqlite")
             result = write_outputs(run_dir, store, info)
             store.close()
             click.echo(f"{len(result['rows'])} results, {len(result['table'])} cells → {run_dir / 'report.html'}")
             return
-        out = run_dir / "report.html"  # a run directory whose store is gone: report from its CSVs
+        out = run_dir / "report.html"  # a `select` directory, or a run whose store is gone: from its files
     for d in run_dirs:
         if not Path(d).is_dir():
             raise UserError(f"run directory {d} does not exist: give the --out folder of a run")

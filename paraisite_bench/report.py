@@ -293,6 +293,8 @@ def _notes_section(data: ReportData):
 
 @section("table1", "Table I: MAPE per backbone, next to the paper", order=20)
 def _table1_section(data: ReportData):
+    if not data.table and not data.missing and data.studies:
+        return None  # a `select` directory alone: no Table I to show
     return fragment("section_table1.html", grids=table_grids(data), data=data, labels=data.labels,
                     legend=[(v, heat(v)) for v in (0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5)])
 

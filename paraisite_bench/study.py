@@ -375,6 +375,13 @@ def run_select(*, candidates, dataset, repeats, epochs, pretrain_epochs, pretrai
     finally:
         meta["wall_s"] = round(time.time() - t0, 1)
         meta["finished"] = dt.datetime.now().isoformat(timespec="seconds")
+        previous = out_dir / "study.json"
+        if report_only and previous.exists():  # keep the timing and command of the run that trained
+            try:
+                old = json.loads(previous.read_text())
+                meta.update({k: old[k] for k in ("command", "started", "finished", "wall_s") if k in old})
+            except (ValueError, OSError):
+                pass
         study = write_study(out_dir, plan, store, ctx, meta)
         store.close()
     echo(f"\nparaisite-bench select: {outcome.trained} stages trained, {outcome.reused} reused, "
