@@ -117,6 +117,14 @@ def _predict_fast(model, bb, feats: list, device=None, batcher=None) -> torch.Te
     return torch.cat(out)
 
 
+def predict(model, backbone, feats: list, device=None) -> torch.Tensor:
+    """A trained model's raw (standardised) outputs on featurised records, in the model's eval mode; pass them
+    through the stage's transform (``make_transform``) for values in the target's units. Public, for plugins
+    and scripts that score a model outside the runner (e.g. matbench's folds)."""
+    model.eval()
+    return _predict_fast(model, backbone, list(feats), device)
+
+
 #: Training loops: "fast" (index-based batching, fused Adam, validation batcher built once) and "plain"
 #: (a PyG ``Batch`` per step, default Adam, validation in chunks of 64): the reference for speed and
 #: equivalence checks. Both see the same batches in the same order with the same seeds.

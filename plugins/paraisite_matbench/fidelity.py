@@ -72,7 +72,7 @@ def run(backbone: str, task_name: str, epochs: int, batch_size: int, folds: list
     from paraisite_bench.backbone import ParAIsiteModel
     from paraisite_bench.plugins import load_registry
     from paraisite_bench.protocol import PRESETS, make_transform, stable_hash
-    from paraisite_bench.train import StageSpec, _predict, train_stage
+    from paraisite_bench.train import StageSpec, predict, train_stage
 
     from . import TASKS, load_task
 
@@ -113,7 +113,7 @@ def run(backbone: str, task_name: str, epochs: int, batch_size: int, folds: list
         missing = [i for i in test_ids if i not in feats]
         if missing:
             raise SystemExit(f"fold {fold}: {len(missing)} test compositions could not be featurised")
-        pred = transform.inverse(_predict(model, bb, [feats[i] for i in test_ids]).numpy())
+        pred = transform.inverse(predict(model, bb, [feats[i] for i in test_ids]).numpy())
         mb.record(fold, pred.tolist())
         mae = float(np.mean(np.abs(pred - np.array([recs[i].kappa for i in test_ids]))))
         per_fold.append({"fold": fold, "mae": mae, "best_epoch": summary["best_epoch"],
