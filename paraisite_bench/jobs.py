@@ -50,6 +50,27 @@ def input_mismatch(ctx: Context, backbone, datasets) -> str | None:
     return None
 
 
+def init_name(bb, init) -> str:
+    """A stage's init as keyed and labelled: ``random``, ``previous`` or ``weights:<resolved source>``."""
+    return f"weights:{bb.resolve_source(init.source)}" if init.kind == "weights" else init.kind
+
+
+def add_stage(plan: Plan, ctx: Context, bb, init: str, parent: str | None, dataset: str, split: int,
+              options: dict, label: str) -> str:
+    """Key a training stage by everything that determines its result (backbone and its settings, init,
+    parent stage, dataset and data checksums, split, options), add it to ``plan`` once, return its key.
+    Stages with the same key are trained once and shared by every job that needs them."""
+    key = stable_hash({
+        "backbone": bb.name, "settings": bb.settings(), "init": init, "parent": parent,
+        "dataset": dataset, "data": [ctx.dataset(a).fingerprint for a in ctx.atomic_names(dataset)],
+        "split": split, "options": options,
+    })
+    if key not in plan.stages:
+        plan.stages[key] = StageSpec(key=key, backbone=bb.name, init=init, parent=parent, dataset=dataset,
+                                     split=split, options=options, label=label)
+    return key
+
+
 def build_plan(ctx: Context, backbones, strategies, train, test) -> Plan:
     """Expand backbones × strategies × train × splits into stages; stages with the same key
     (e.g. the AFLOW stage shared by every ``double`` job of a split) appear once."""
@@ -87,20 +108,10 @@ def build_plan(ctx: Context, backbones, strategies, train, test) -> Plan:
                     labels = []
                     for st in chain:
                         ds = reg.dataset(st.dataset).name
-                        init = (f"weights:{bb.resolve_source(st.init.source)}" if st.init.kind == "weights"
-                                else st.init.kind)
-                        options = protocol.training_options(ds)
-                        key = stable_hash({
-                            "backbone": bb.name, "settings": bb.settings(), "init": init, "parent": parent,
-                            "dataset": ds, "data": [ctx.dataset(a).fingerprint for a in ctx.atomic_names(ds)],
-                            "split": r, "options": options,
-                        })
+                        init = init_name(bb, st.init)
                         labels.append(f"{init}>{ds}" if not labels else ds)
-                        if key not in plan.stages:
-                            plan.stages[key] = StageSpec(key=key, backbone=bb.name, init=init, parent=parent,
-                                                         dataset=ds, split=r, options=options,
-                                                         label=f"{bb.name}:{'>'.join(labels)}#{r}")
-                        parent = key
+                        parent = add_stage(plan, ctx, bb, init, parent, ds, r, protocol.training_options(ds),
+                                           f"{bb.name}:{'>'.join(labels)}#{r}")
                     plan.evals.setdefault(parent, [])
                     for te in test:
                         if input_mismatch(ctx, bb, [te]):

@@ -26,10 +26,8 @@ import numpy as np
 
 from .context import Context
 from .errors import UserError
-from .jobs import Cell, Plan, input_mismatch
-from .protocol import stable_hash
+from .jobs import Cell, Plan, add_stage, init_name, input_mismatch
 from .strategy import TARGET, Init, Stage
-from .train import StageSpec
 
 #: What the repeats vary, said wherever the study's numbers are shown.
 REPEATS_VARY = ("repeat r = split r of the target (identical for every candidate) and training seed "
@@ -102,23 +100,14 @@ def build_study_plan(ctx: Context, candidates: list[Candidate], target: str, rep
             labels = []
             for i, st in enumerate(chain):
                 last = i == len(chain) - 1
-                init = (f"weights:{bb.resolve_source(st.init.source)}" if st.init.kind == "weights"
-                        else st.init.kind)
+                init = init_name(bb, st.init)
                 options = protocol.training_options(st.dataset)
                 split = r if last else 0
                 if last:
                     options = dict(options, seed=protocol.seed + r, split_seed=protocol.seed)
-                key = stable_hash({
-                    "backbone": bb.name, "settings": bb.settings(), "init": init, "parent": parent,
-                    "dataset": st.dataset, "data": [ctx.dataset(a).fingerprint for a in ctx.atomic_names(st.dataset)],
-                    "split": split, "options": options,
-                })
                 labels.append(f"{init}>{st.dataset}" if not labels else st.dataset)
-                if key not in plan.stages:
-                    plan.stages[key] = StageSpec(key=key, backbone=bb.name, init=init, parent=parent,
-                                                 dataset=st.dataset, split=split, options=options,
-                                                 label=f"{cand.name}:{'>'.join(labels)}#{split}")
-                parent = key
+                parent = add_stage(plan, ctx, bb, init, parent, st.dataset, split, options,
+                                   f"{cand.name}:{'>'.join(labels)}#{split}")
             plan.evals.setdefault(parent, [target])
             plan.cells.append(Cell(bb.name, cand.name, target, target, r, parent, ">".join(labels)))
     return plan

@@ -48,15 +48,3 @@ def pretraining_strategies(dataset: str, label: str = "", aflow: str = "aflow") 
             skip_targets=(dataset, aflow),
         ))
     return out
-
-
-def weights_strategies(source: str, description: str) -> list[Strategy]:
-    """``pretrained:<source>`` (published weights <source> → target) and ``double:<source>``
-    (published weights <source> → AFLOW AGL → target), for a backbone's named weight source."""
-    return [
-        Strategy(name=f"pretrained:{source}", description=f"published weights {description} → target",
-                 stages=(Stage(Init.weights(source), TARGET),)),
-        Strategy(name=f"double:{source}", description=f"published weights {description} → AFLOW AGL → target",
-                 stages=(Stage(Init.weights(source), "aflow"), Stage(Init.previous(), TARGET)),
-                 skip_targets=("aflow",)),
-    ]
