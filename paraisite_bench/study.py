@@ -324,7 +324,6 @@ def run_select(*, candidates, dataset, repeats, epochs, pretrain_epochs, pretrai
                                    stage_batch_size=tuple(sorted(batches.items())),
                                    subsample=tuple(subsample or ()))
     ctx = Context(registry, data_root, protocol, Path(cache_dir) if cache_dir else None)
-    parsed = [parse_candidate(ctx, n) for n in dict.fromkeys(names)]
     plan = build_study_plan(ctx, parsed, target, repeats)
     out_dir = Path(out)
     try:
