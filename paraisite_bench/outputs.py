@@ -11,7 +11,7 @@ import platform
 from collections import defaultdict
 from pathlib import Path
 
-from .reference import PAPER_TABLE1
+from .reference import PAPER_BACKBONE, PAPER_TABLE1
 from .store import Store
 
 RESULT_FIELDS = ["backbone", "strategy", "train", "test", "split", "mape", "n_test", "best_epoch", "selection",
@@ -76,7 +76,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
         n = len(vals)
         mean = sum(vals) / n
         std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0
-        paper = PAPER_TABLE1.get((s, tr, te)) if b == "megnet" else None  # the paper's numbers are MEGNet's
+        paper = PAPER_TABLE1.get((s, tr, te)) if b == PAPER_BACKBONE else None  # the paper's numbers are MEGNet's
         out.append({"backbone": b, "strategy": s, "train": tr, "test": te, "selection": sel,
                     "mape_mean": round(mean, 6), "mape_std": round(std, 6), "n_splits": n,
                     "paper_mean": paper[0] if paper else "", "paper_std": paper[1] if paper else "",

@@ -39,7 +39,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from .protocol import SELECTION_MODES
-from .reference import PAPER_CAVEATS, PAPER_CITATION, PAPER_TABLE1, PAPER_URL, README_SOURCE, STRATEGY_STEP
+from .reference import PAPER_BACKBONE, PAPER_CAVEATS, PAPER_CITATION, PAPER_TABLE1, PAPER_URL, README_SOURCE, STRATEGY_STEP
 
 DATASET_ORDER = ["dataset1", "dataset2", "mix", "aflow"]
 STRATEGY_ORDER = ["scratch", "pretrained", "double"]
@@ -296,6 +296,7 @@ def _table1_section(data: ReportData):
     if not data.table and not data.missing and data.studies:
         return None  # a `select` directory alone: no Table I to show
     return fragment("section_table1.html", grids=table_grids(data), data=data, labels=data.labels,
+                    paper_backbone=PAPER_BACKBONE,
                     legend=[(v, heat(v)) for v in (0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5)])
 
 

@@ -14,6 +14,9 @@ from __future__ import annotations
 import csv
 import io
 
+#: The backbone the paper's numbers were measured with (the name of our MEGNet plugin's backbone).
+PAPER_BACKBONE = "megnet"
+
 STRATEGY_STEP = {"scratch": "Step 1", "pretrained": "Step 2", "double": "Step 3"}
 
 PAPER_CITATION = ("L. Klochko, M. d'Aquin, A. Togo, L. Chaput, \"Transfer Learning for Deep Learning-based "
