@@ -57,6 +57,20 @@ class Backbone:
         """A module with random weights mapping a batch to ``(batch, representation_dim)``."""
         raise NotImplementedError
 
+    def accelerate(self, module: nn.Module, sample: Any) -> str | None:
+        """Optional: make ``module`` faster for the training steps of a long stage without changing
+        the function it computes (e.g. ``torch.compile`` its forward), or do nothing.
+
+        Called by the fast training loop, when compilation is allowed (``PARAISITE_BENCH_COMPILE`` /
+        ``--compile``: "auto" = stages of at least ``compilation.COMPILE_MIN_STEPS`` steps, "on", "off"),
+        after the weights are loaded and before the first step, with ``sample``: a training batch
+        from :meth:`batcher`, already on the stage's device. It must leave the parameters, their
+        gradients (None) and the random number streams as they were, and should fall back to the
+        plain module on failure. Return a one-line description for the run's provenance, or None
+        when nothing changed. The default does nothing.
+        """
+        return None
+
     def load_weights(self, module: nn.Module, source: str, data_dir: Path) -> dict[str, Any]:
         """Load published weights ``source`` into ``module`` strictly; return what was loaded.
 

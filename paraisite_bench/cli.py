@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from .compilation import COMPILE_MODES, compile_mode, set_compile_mode
 from .errors import UserError
 from .protocol import PRESETS, SELECTION_MODES
 
@@ -134,10 +135,14 @@ def plugins(plugin_modules):
               show_default=True, help="Where models run (auto: cuda if torch sees a GPU, else cpu).")
 @click.option("--early-stop", type=click.IntRange(1), default=None,
               help="Stop a stage after N epochs without a better validation MAPE (default: off, as the paper).")
+@click.option("--compile", "compile_", type=click.Choice(COMPILE_MODES, case_sensitive=False), default=None,
+              help="Let backbones compile their training step (torch.compile; same function, rounding aside): "
+                   "auto = stages of at least 1,000 steps on CPU [default: $PARAISITE_BENCH_COMPILE or auto].")
 def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs, subsample, batch_size, lr,
         seed, selection, scaler_fit, cosine_tmax, head, out, data_dir, cache_dir, workers, threads,
-        plugin_modules, progress, executor, address, device, early_stop, dataset_files=()):
+        plugin_modules, progress, executor, address, device, early_stop, compile_=None, dataset_files=()):
     """Train and evaluate every backbone × strategy × train × test cell; resumable."""
+    set_compile_mode(compile_)
     from .context import Context
     from .data import resolve_data_dir
     from .executors import resolve_device
@@ -219,7 +224,7 @@ def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs
         "versions": _versions(), "machine": platform.machine(), "workers": workers, "threads": threads,
         "host": machine_info(),
         "executor": executor.lower(), "address": address, "device": device,
-        "early_stop": protocol.early_stop or None,
+        "early_stop": protocol.early_stop or None, "compile": compile_mode(),
         "cells": [dataclasses.asdict(c) for c in plan.cells], "stages": list(plan.stages),
         "labels": {n: registry.dataset(n).label for n in dict.fromkeys(train + test)},
         "strategy_descriptions": {s: registry.strategy(s).description for s in strategies},
@@ -317,10 +322,14 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
 @click.option("--progress/--no-progress", default=None)
 @click.option("--report", "report_only", is_flag=True,
               help="Only rewrite the study outputs from the store (no training), e.g. while a run goes on.")
+@click.option("--compile", "compile_", type=click.Choice(COMPILE_MODES, case_sensitive=False), default=None,
+              help="As for run [default: $PARAISITE_BENCH_COMPILE or auto].")
 def select(candidates, dataset, repeats, epochs, pretrain_epochs, pretrain_batch_size, stage_epochs, subsample, rule, seed, selection,
-           out, data_dir, cache_dir, workers, threads, plugin_modules, progress, report_only):
+           out, data_dir, cache_dir, workers, threads, plugin_modules, progress, report_only, compile_=None):
     """Model-selection stability study (the paper's Fig. 2): rank candidates by a stated rule."""
     from .study import run_select
+
+    set_compile_mode(compile_)
 
     run_select(candidates=candidates, dataset=dataset, repeats=repeats, epochs=epochs,
                pretrain_epochs=pretrain_epochs, pretrain_batch_size=pretrain_batch_size,

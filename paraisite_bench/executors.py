@@ -56,6 +56,8 @@ def _ray_job(setup: dict, task, parent_bytes: bytes | None, own_bytes: bytes | N
     from . import runner
 
     key = repr(sorted(setup.items(), key=lambda kv: kv[0]))
+    setup = dict(setup)
+    os.environ["PARAISITE_BENCH_COMPILE"] = setup.pop("compile", "auto")  # the launcher's --compile
     if runner._WORKER.get("setup_key") != key:
         try:
             runner.setup_worker_context(**dict(setup, device=resolve_device(setup["device"])))

@@ -62,8 +62,10 @@ class Protocol:
             "cosine_tmax": self.cosine_tmax, "head": list(self.head),
             # version of the training loop's semantics (2: straight-through clamp of the κ prediction;
             # 3: the fast loop's fused Adam, whose last-bit differences fine-tuning from published weights
-            # amplifies into different per-split results after a few epochs: results of the loops never mix)
-            "trainer": 3,
+            # amplifies into different per-split results after a few epochs: results of the loops never mix;
+            # 4: backbones' fast paths (MEGNet's re-implemented forward, compiled for long stages) round
+            # differently from 3's matgl modules: same function, results of the two never mix)
+            "trainer": 4,
             "subsample": self.subsample_for(dataset),
             # only when on, so that the default protocol's job keys are unchanged
             **({"early_stop": self.early_stop} if self.early_stop else {}),

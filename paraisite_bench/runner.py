@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from .compilation import compile_mode
 from .context import Context
 from .errors import UserError
 from .jobs import Plan
@@ -190,7 +191,7 @@ def execute(plan: Plan, ctx: Context, store: Store, workers: int = 1, threads: i
         pool: cf.Executor = RayExecutor(
             dict(data_dir=str(ctx.data_dir), cache_dir=str(ctx.cache_dir), protocol=ctx.protocol,
                  plugin_modules=tuple(plugin_modules), threads=threads, device=device, loop=loop,
-                 extra_datasets=tuple(extra_datasets)),
+                 extra_datasets=tuple(extra_datasets), compile=compile_mode()),
             workers, threads, device, address)
     elif workers <= 1:
         torch.set_num_threads(threads)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .backbone import ParAIsiteModel
+from .compilation import wants_compile
 from .context import Context
 from .errors import UserError
 from .protocol import fit_transform, make_transform, metric_for
@@ -203,6 +204,12 @@ def train_stage(ctx: Context, spec: StageSpec, parent_ckpt: dict | None,
         make_batch = lambda idx: bb.collate([train_feats[i] for i in idx])  # noqa: E731
         predict_val = lambda: _predict(model, bb, val_feats, device=device)  # noqa: E731
     on_device = device.type != "cpu"
+    steps = epochs * -(-len(train_feats) // bs)
+    if loop == "fast" and wants_compile(steps):
+        sample = make_batch(list(range(min(bs, len(train_feats)))))
+        accelerated = bb.accelerate(model.backbone, bb.to_device(sample, device) if on_device else sample)
+        if accelerated:
+            info["accelerated"] = accelerated  # stored with the stage (provenance), not part of its key
     curves = []
     best = (float("inf"), 0, None)
     stopped = None

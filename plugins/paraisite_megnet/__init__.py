@@ -8,7 +8,10 @@ runs share one architecture and the published weights reproduce their reference 
 
 from __future__ import annotations
 
+import functools
 import json
+import sys
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,6 +22,8 @@ from torch import nn
 from paraisite_bench import hookimpl
 from paraisite_bench.backbone import Backbone
 from paraisite_bench.errors import RecordError, UserError
+
+from . import fast
 
 #: Published-weights folders under ``<data root>/models``.
 SOURCES = {
@@ -45,21 +50,34 @@ BANDGAP_ARCH = dict(ARCH, dim_state_embedding=16, ntypes_state=4, niters_set2set
 BANDGAP_FIDELITY = 0
 
 
-def destination_conv(conv):
-    """Return a copy of a matgl ``MEGNetGraphConv`` that averages edge messages onto destination nodes."""
+@functools.lru_cache(maxsize=None)
+def destination_conv_class() -> type:
+    """matgl's ``MEGNetGraphConv`` averaging edge messages onto destination nodes (one class per
+    process, so that compiled code guarded on module types serves every model)."""
     from matgl.layers._graph_convolution import MEGNetGraphConv
     from torch_geometric.utils import scatter
 
     class DestinationMEGNetGraphConv(MEGNetGraphConv):
+        aggregation = "destination"
+
         def node_update_(self, edge_index, edge_feat, node_feat, u_per_node, num_nodes):
             ve = scatter(edge_feat, edge_index[1], dim=0, dim_size=num_nodes, reduce="mean")
             return self.node_func(torch.hstack([node_feat, ve, u_per_node]))
 
-    return DestinationMEGNetGraphConv(conv.edge_func, conv.node_func, conv.state_func)
+    return DestinationMEGNetGraphConv
+
+
+def destination_conv(conv):
+    """Return a copy of a matgl ``MEGNetGraphConv`` that averages edge messages onto destination nodes."""
+    return destination_conv_class()(conv.edge_func, conv.node_func, conv.state_func)
 
 
 class MEGNetRepresentation(nn.Module):
-    """MEGNet up to its last hidden layer (16-d): readout → output MLP without its final Linear."""
+    """MEGNet up to its last hidden layer (16-d): readout → output MLP without its final Linear.
+
+    A :class:`GraphBatch` (from :meth:`MEGNetBackbone.batcher`, the fast loop) goes through
+    :mod:`.fast`, the same function in fewer operations (compiled after
+    :meth:`MEGNetBackbone.accelerate`); a PyG batch (``collate``, the plain loop) through matgl's modules."""
 
     def __init__(self, arch: dict):
         super().__init__()
@@ -68,8 +86,23 @@ class MEGNetRepresentation(nn.Module):
         self.megnet = MEGNet(**arch)
         for block in self.megnet.blocks:
             block.conv = destination_conv(block.conv)
+        self.fast = fast.supported(self.megnet)
+        self.compiled = False  # set by MEGNetBackbone.accelerate
+
+    def _fast(self, batch: "GraphBatch", drop_last: int) -> torch.Tensor:
+        fn = fast.forward
+        # compiled for training steps only: validation (no grad) and single-graph batches (sizes of 1 are
+        # specialised by dynamo) stay eager rather than compiling more graphs
+        if self.compiled and torch.is_grad_enabled() and batch.num_graphs > 1:
+            fn = fast.compiled()
+        meg = self.megnet
+        return fn(meg, fast.lstm_weights(meg.node_s2s), fast.lstm_weights(meg.edge_s2s), batch.node_type,
+                  batch.pos, batch.edge_index, batch.pbc_offshift, batch.state_attr, batch.batch,
+                  batch.num_graphs, drop_last)
 
     def forward(self, batch) -> torch.Tensor:
+        if self.fast and isinstance(batch, GraphBatch):
+            return self._fast(batch, drop_last=1)
         self.megnet(batch, state_attr=batch.state_attr)
         vec = self.megnet.feature_dict["readout"]
         for layer in self.megnet.output_proj.layers[:-1]:
@@ -78,6 +111,8 @@ class MEGNetRepresentation(nn.Module):
 
     def energy(self, batch) -> torch.Tensor:
         """The full MEGNet output (for checking published weights)."""
+        if self.fast and isinstance(batch, GraphBatch):
+            return self._fast(batch, drop_last=0).reshape(-1)
         return self.megnet(batch, state_attr=batch.state_attr).reshape(-1)
 
 
@@ -205,6 +240,30 @@ class MEGNetBackbone(Backbone):
 
     def build(self) -> nn.Module:
         return MEGNetRepresentation(self.arch)
+
+    def accelerate(self, module: nn.Module, sample) -> str | None:
+        """Compile the fast forward (and backward) for this stage's training steps, on CPU: one
+        ``torch.compile`` graph with dynamic shapes, compiled on ``sample`` here (so that a failure,
+        e.g. no C++ compiler, leaves the stage eager instead of failing it) and reused by every later
+        model in this process."""
+        if not (isinstance(module, MEGNetRepresentation) and module.fast and isinstance(sample, GraphBatch)
+                and sample.pos.device.type == "cpu" and sample.num_graphs > 1):
+            return None
+        t0 = time.perf_counter()
+        module.compiled = True
+        try:
+            module(sample).sum().backward()
+        except Exception as exc:  # noqa: BLE001 - any compiler failure: train eagerly
+            module.compiled = False
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            print(f"paraisite-bench: torch.compile failed ({type(exc).__name__}: {first}); training "
+                  "without it (same results, slower). Set PARAISITE_BENCH_COMPILE=off to skip the attempt.",
+                  file=sys.stderr)
+            return None
+        finally:
+            for p in module.parameters():
+                p.grad = None
+        return f"torch.compile (inductor, dynamic shapes; {time.perf_counter() - t0:.1f} s on its first batch)"
 
     def load_weights(self, module: nn.Module, source: str, data_dir: Path) -> dict[str, Any]:
         if source not in self.sources:
