@@ -1,8 +1,10 @@
-"""Helpers for the speed benchmarks: a stage on an AFLOW subsample trained by the fast or the plain
-loop, in this process or in N spawned worker processes at once (the grid's throughput)."""
+"""Helpers for the speed benchmarks: a stage on an AFLOW subsample trained by the plain loop (the
+reference), the fast loop eager (compile "off") or compiled (compile "on"), in this process or in N
+spawned worker processes at once (the grid's throughput)."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import time
@@ -31,22 +33,39 @@ def spec(ctx: Context, dataset="aflow", split=0, epochs=2, batch_size=8, init="r
                      split=split, options=opts, label="bench")
 
 
-def train_rate(ctx, stage, loop, threads) -> dict:
-    """Train one stage in this process; training structures per second, validation included."""
+@contextlib.contextmanager
+def compile_env(mode: str):
+    """PARAISITE_BENCH_COMPILE=mode for the duration (off: the eager fast path; on: compiled)."""
+    old = os.environ.get("PARAISITE_BENCH_COMPILE")
+    os.environ["PARAISITE_BENCH_COMPILE"] = mode
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("PARAISITE_BENCH_COMPILE", None)
+        else:
+            os.environ["PARAISITE_BENCH_COMPILE"] = old
+
+
+def train_rate(ctx, stage, loop, threads, compile="off") -> dict:
+    """Train one stage in this process; training structures per second, validation included (and, when
+    compiled, the compile time in the first call of a process)."""
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    _, summary = train_stage(ctx, stage, None, loop=loop)
+    with compile_env(compile):
+        _, summary = train_stage(ctx, stage, None, loop=loop)
     wall = time.perf_counter() - t0
     n = summary["n_train"] * len(summary["curves"])
     return {"wall_s": wall, "structure_epochs": n, "rate": n / wall, "n_train": summary["n_train"],
-            "n_val": summary["n_val"]}
+            "n_val": summary["n_val"], "accelerated": summary["weights_info"].get("accelerated")}
 
 
 _W: dict = {}
 
 
-def _init(data_dir, cache_dir, n, threads):
+def _init(data_dir, cache_dir, n, threads, compile):
     torch.set_num_threads(threads)
+    os.environ["PARAISITE_BENCH_COMPILE"] = compile
     _W["ctx"] = context(data_dir, cache_dir, n)
     _W["ctx"].features("megnet", "aflow")  # warm: the cache file is already there
 
@@ -56,21 +75,27 @@ def _job(args):
     ctx = _W["ctx"]
     t0 = time.perf_counter()
     _, summary = train_stage(ctx, spec(ctx, split=split, epochs=epochs, batch_size=batch_size), None, loop=loop)
-    return summary["n_train"] * len(summary["curves"]), time.perf_counter() - t0, os.getpid()
+    return (summary["n_train"] * len(summary["curves"]), time.perf_counter() - t0, os.getpid(),
+            summary["weights_info"].get("accelerated"))
 
 
-def grid_rate(data_dir, cache_dir, loop, workers, threads, epochs=2, batch_size=8, n=AFLOW_N) -> dict:
+def grid_rate(data_dir, cache_dir, loop, workers, threads, epochs=2, batch_size=8, n=AFLOW_N,
+              compile="off") -> dict:
     """``workers`` processes (``threads`` torch threads each) train one stage each at the same time:
-    training structures per second for the whole machine (start-up and featurisation excluded)."""
+    training structures per second for the whole machine. Start-up, featurisation and (compile "on")
+    compilation are excluded: a warm-up stage per worker first, as a grid's later stages find them done."""
     context(data_dir, cache_dir, n).features("megnet", "aflow")  # the cache file exists before the pool
-    with mp.get_context("spawn").Pool(workers, _init, (str(data_dir), str(cache_dir), n, threads)) as pool:
-        pool.map(_job, [(s, 1, batch_size, loop) for s in range(workers)])  # warm-up: imports, first steps
+    with mp.get_context("spawn").Pool(workers, _init, (str(data_dir), str(cache_dir), n, threads, compile)) as pool:
+        t0 = time.perf_counter()
+        warm = pool.map(_job, [(s, 1, batch_size, loop) for s in range(workers)])  # imports, compile, first steps
+        warm_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         res = pool.map(_job, [(s, epochs, batch_size, loop) for s in range(workers)])
         wall = time.perf_counter() - t0
     total = sum(r[0] for r in res)
     return {"wall_s": wall, "structure_epochs": total, "rate": total / wall, "workers": workers,
-            "threads": threads, "pids": len({r[2] for r in res})}
+            "threads": threads, "pids": len({r[2] for r in res}), "warmup_s": warm_s,
+            "accelerated": [r[3] for r in warm + res]}
 
 
 def peak_rss_mib() -> float:

@@ -108,7 +108,8 @@ def stage_rows(stage_keys, store: Store) -> list[dict]:
         out.append({"key": key, "label": spec.get("label", key), "status": st["status"],
                     "epochs": (spec.get("options") or {}).get("epochs"), "best_epoch": st["best_epoch"],
                     "n_train": st["n_train"], "n_val": st["n_val"], "wall_s": st["wall_s"],
-                    "finished": st["finished"], "error": st["error"]})
+                    "finished": st["finished"], "error": st["error"],
+                    "accelerated": (st["weights_info"] or {}).get("accelerated")})
     return out
 
 
