@@ -81,6 +81,25 @@ def test_ray_executor_reuses_finished_stages_and_evaluates_from_shipped_checkpoi
     assert old <= {tuple(r[c] for c in COMPARED) for r in rows}
 
 
+@pytest.mark.parametrize("executor", ["ray", "local"])
+def test_the_compile_setting_reaches_the_workers(cli, tmp_path, monkeypatch, executor):
+    """`--compile on` in the launcher: Ray tasks and local worker processes compile their stage (and say so
+    in the store); run.json records the setting. (`auto` leaves these 2-epoch stages eager: see test_speed.)"""
+    if executor == "ray":
+        pytest.importorskip("ray")
+    monkeypatch.setenv("PARAISITE_BENCH_COMPILE", "off")  # restored after the test (the CLI sets it in-process)
+    out = tmp_path / executor
+    args = [*SMALL, "--strategies", "scratch", "--train", "dataset1", "--test", "dataset1", "--splits", "2",
+            "--workers", "2", "--compile", "on", "--out", str(out)]
+    code, text, err = cli("run", *args, *(["--executor", "ray"] if executor == "ray" else []))
+    assert code == 0, err
+    assert json.loads((out / "run.json").read_text())["compile"] == "on"
+    con = sqlite3.connect(out / "store.sqlite")
+    infos = [json.loads(w) for (w,) in con.execute("SELECT weights_info FROM stages WHERE status='done'")]
+    assert len(infos) == 2
+    assert all(i.get("accelerated", "").startswith("torch.compile") for i in infos), infos
+
+
 def test_device_cuda_without_a_gpu_is_one_clear_line(cli, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
