@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from .compilation import set_compile_mode
 from .errors import UserError
 
 EXECUTORS = ("local", "ray")
@@ -57,7 +58,7 @@ def _ray_job(setup: dict, task, parent_bytes: bytes | None, own_bytes: bytes | N
 
     key = repr(sorted(setup.items(), key=lambda kv: kv[0]))
     setup = dict(setup)
-    os.environ["PARAISITE_BENCH_COMPILE"] = setup.pop("compile", "auto")  # the launcher's --compile
+    set_compile_mode(setup.pop("compile", None))  # the launcher's --compile, for this worker's stages
     if runner._WORKER.get("setup_key") != key:
         try:
             runner.setup_worker_context(**dict(setup, device=resolve_device(setup["device"])))
