@@ -257,7 +257,7 @@ class MEGNetBackbone(Backbone):
             module.compiled = False
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             print(f"paraisite-bench: torch.compile failed ({type(exc).__name__}: {first}); training "
-                  "without it (same results, slower). Set PARAISITE_BENCH_COMPILE=off to skip the attempt.",
+                  "without it (the same function, slower). Set PARAISITE_BENCH_COMPILE=off to skip the attempt.",
                   file=sys.stderr)
             return None
         finally:
