@@ -147,7 +147,7 @@ def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs
     from .data import resolve_data_dir
     from .executors import resolve_device
     from .jobs import build_plan
-    from .outputs import machine_info, write_outputs
+    from .outputs import file_log, machine_info, writable_run_dir, write_outputs
     from .runner import execute
     from .store import Store
     from . import userdata
@@ -190,14 +190,7 @@ def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs
         registry.get("dataset", name)
     userdata.check_inputs(registry, user_datasets, backbones, train + test)
 
-    out_dir = Path(out)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"cannot write to run directory {out_dir} ({exc.strerror}): choose another --out") from None
+    out_dir = writable_run_dir(out)
 
     ctx = Context(registry, data_root, protocol, Path(cache_dir) if cache_dir else None)
     plan = build_plan(ctx, backbones, strategies, train, test)
@@ -211,11 +204,7 @@ def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs
     if not plan.stages:
         raise UserError("nothing to run: every backbone × strategy combination was skipped")
     store = Store(out_dir / "store.sqlite")
-    log_path = out_dir / "run.log"
-
-    def log(msg):
-        with open(log_path, "a") as fh:
-            fh.write(f"[{dt.datetime.now().isoformat(timespec='seconds')}] {msg}\n")
+    log = file_log(out_dir / "run.log")
 
     run_info = {
         "out": str(out_dir), "preset": preset.lower(), "command": " ".join(["paraisite-bench", *sys.argv[1:]]),

@@ -113,6 +113,32 @@ def stage_rows(stage_keys, store: Store) -> list[dict]:
     return out
 
 
+def writable_run_dir(out: str | Path) -> Path:
+    """Create the run directory of ``run``/``select`` and check that it can be written, before any work."""
+    out_dir = Path(out)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        from .errors import UserError
+
+        raise UserError(f"cannot write to run directory {out_dir} ({exc.strerror}): choose another --out") from None
+    return out_dir
+
+
+def file_log(path: Path):
+    """A ``log(msg)`` that appends a time-stamped line to ``path`` (the run's log file)."""
+    import datetime as dt
+
+    def log(msg: str) -> None:
+        with open(path, "a") as fh:
+            fh.write(f"[{dt.datetime.now().isoformat(timespec='seconds')}] {msg}\n")
+
+    return log
+
+
 def machine_info() -> dict:
     """The machine a run ran on: CPU model and count, memory, accelerator (if torch sees one), OS."""
     info = {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count()}

@@ -13,8 +13,6 @@ The stages go through the ordinary job graph, runner and store (keyed by hash, r
 from __future__ import annotations
 
 import csv
-import html
-import io
 import json
 import sys
 import math
@@ -292,7 +290,9 @@ def run_select(*, candidates, dataset, repeats, epochs, pretrain_epochs, pretrai
     import datetime as dt
     import time
 
+    from .compilation import compile_mode
     from .data import resolve_data_dir
+    from .outputs import file_log, writable_run_dir
     from .protocol import PRESETS
     from .runner import execute
     from .store import Store
@@ -325,20 +325,12 @@ def run_select(*, candidates, dataset, repeats, epochs, pretrain_epochs, pretrai
                                    subsample=tuple(subsample or ()))
     ctx = Context(registry, data_root, protocol, Path(cache_dir) if cache_dir else None)
     plan = build_study_plan(ctx, parsed, target, repeats)
-    out_dir = Path(out)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot write to {out_dir} ({exc.strerror}): choose another --out") from None
+    out_dir = writable_run_dir(out)
     notes = composition_notes(ctx, [c.backbone for c in parsed], [target])
     for n in notes:
         echo(f"warning: {n}", err=True)
     store = Store(out_dir / "store.sqlite")
-    log_path = out_dir / "select.log"
-
-    def log(msg):
-        with open(log_path, "a") as fh:
-            fh.write(f"[{dt.datetime.now().isoformat(timespec='seconds')}] {msg}\n")
+    log = file_log(out_dir / "select.log")
 
     meta = {"command": " ".join(["paraisite-bench", *sys.argv[1:]]), "dataset": target, "dataset_label": registry.dataset(target).label, "repeats": repeats,
             "rule": rule, "epochs": protocol.epochs, "stage_epochs": dict(protocol.stage_epochs),
@@ -347,6 +339,7 @@ def run_select(*, candidates, dataset, repeats, epochs, pretrain_epochs, pretrai
             "candidates": {c.name: {"backbone": c.backbone, "description": c.description,
                                     "settings": ctx.backbone(c.backbone).settings()} for c in parsed},
             "protocol": protocol.to_dict(), "notes": notes, "workers": workers, "threads": threads,
+            "compile": compile_mode(),
             "started": dt.datetime.now().isoformat(timespec="seconds")}
     log(f"select: {len(plan.stages)} stages, {len(plan.cells)} candidate × repeat cells")
     t0 = time.time()
