@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SMALL  # noqa: F401  (same conventions as the other CLI tests)
 from paraisite_bench.data import KAPPA, Record, regression_target, validate_records
 
 TINY = "d_model=32,N=1,heads=2,dim_feedforward=64"
