@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from paraisite_bench.compilation import ENV, set_compile_mode
 from paraisite_bench.context import Context
 from paraisite_bench.plugins import load_registry
 from paraisite_bench.protocol import Protocol
@@ -36,15 +37,15 @@ def spec(ctx: Context, dataset="aflow", split=0, epochs=2, batch_size=8, init="r
 @contextlib.contextmanager
 def compile_env(mode: str):
     """PARAISITE_BENCH_COMPILE=mode for the duration (off: the eager fast path; on: compiled)."""
-    old = os.environ.get("PARAISITE_BENCH_COMPILE")
-    os.environ["PARAISITE_BENCH_COMPILE"] = mode
+    old = os.environ.get(ENV)
+    set_compile_mode(mode)
     try:
         yield
     finally:
         if old is None:
-            os.environ.pop("PARAISITE_BENCH_COMPILE", None)
+            os.environ.pop(ENV, None)
         else:
-            os.environ["PARAISITE_BENCH_COMPILE"] = old
+            os.environ[ENV] = old
 
 
 def train_rate(ctx, stage, loop, threads, compile="off") -> dict:
@@ -65,7 +66,7 @@ _W: dict = {}
 
 def _init(data_dir, cache_dir, n, threads, compile):
     torch.set_num_threads(threads)
-    os.environ["PARAISITE_BENCH_COMPILE"] = compile
+    set_compile_mode(compile)
     _W["ctx"] = context(data_dir, cache_dir, n)
     _W["ctx"].features("megnet", "aflow")  # warm: the cache file is already there
 

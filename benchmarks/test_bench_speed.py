@@ -158,8 +158,9 @@ def _subprocess_stage(data_dir, cache, n, epochs, loop="fast", compile="on") -> 
     """Train one AFLOW stage in a fresh process: per-epoch wall time and the process's peak RSS
     (compiling included: what a paper-preset AFLOW stage, ≥ 1,000 steps, does by default)."""
     code = f"""
-import json, os, sys, time, torch
-os.environ["PARAISITE_BENCH_COMPILE"] = {compile!r}
+import json, sys, time, torch
+from paraisite_bench.compilation import set_compile_mode
+set_compile_mode({compile!r})
 sys.path.insert(0, {str(HERE)!r})
 import speedkit as kit
 torch.set_num_threads(1)
