@@ -137,8 +137,14 @@ class RayExecutor(cf.Executor):
         ref.future().add_done_callback(done)
         return fut
 
-    def submit(self, fn, /, *args, **kwargs):  # pragma: no cover - the runner uses submit_task
-        raise TypeError("RayExecutor runs tasks only: use submit_task(task)")
+    def submit(self, fn, /, *args, **kwargs) -> cf.Future:
+        """``submit(runner.run_task, task)``, as for the local executors: the task runs as a Ray task
+        (``run_task`` is the only function a RayExecutor runs: checkpoints travel as bytes around it)."""
+        from . import runner
+
+        if fn is not runner.run_task or kwargs or len(args) != 1:
+            raise TypeError("RayExecutor runs runner.run_task(task) only")
+        return self.submit_task(args[0])
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         if cancel_futures:

@@ -258,8 +258,7 @@ def execute(plan: Plan, ctx: Context, store: Store, workers: int = 1, threads: i
                 pending.remove(task)
                 if parent is not None:  # the parent may have been (re)trained in this run
                     task = dataclasses.replace(task, parent_checksum=store.stage(parent)["checksum"])
-                running[pool.submit_task(task) if isinstance(pool, RayExecutor)
-                        else pool.submit(run_task, task)] = task
+                running[pool.submit(run_task, task)] = task
             if not running:
                 if pending:  # nothing can start: a dependency is missing from the plan
                     raise RuntimeError("job graph stalled: " + ", ".join(t.spec.label for t in pending))
