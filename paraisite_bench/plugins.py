@@ -4,8 +4,9 @@ entry-point group (built-ins included), or from modules passed in explicitly (te
 from __future__ import annotations
 
 import importlib.metadata
+import dataclasses
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pluggy
 
@@ -18,6 +19,15 @@ from .strategy import Strategy
 ENTRY_POINT_GROUP = "paraisite_bench"
 
 
+#: What each hook registers: kind -> (hook, table attribute of Registry, check of a registered object).
+#: A hook added to ``hookspecs`` gets one line here and one table in :class:`Registry`.
+KINDS: dict[str, tuple[str, str, Callable[[Any], bool]]] = {
+    "dataset": ("register_datasets", "datasets", lambda o: isinstance(o, DatasetSpec)),
+    "backbone": ("register_backbones", "backbones", lambda o: isinstance(o, type) and issubclass(o, Backbone)),
+    "strategy": ("register_strategies", "strategies", lambda o: isinstance(o, Strategy)),
+}
+
+
 @dataclass
 class Registry:
     backbones: dict[str, type[Backbone]] = field(default_factory=dict)
@@ -28,16 +38,15 @@ class Registry:
     #: (plugin, one-line error) for plugins that failed to load or register
     broken: list[tuple[str, str]] = field(default_factory=list)
 
-    def _table(self, kind: str) -> dict:
-        return {"backbone": self.backbones, "dataset": self.datasets, "strategy": self.strategies}[kind]
+    def table(self, kind: str) -> dict:
+        return getattr(self, KINDS[kind][1])
 
     def get(self, kind: str, name: str):
-        table = self._table(kind)
+        table = self.table(kind)
         key = name.strip().lower()
         if key not in table:
             known = ", ".join(sorted(table)) or "none"
-            plural = "strategies" if kind == "strategy" else f"{kind}s"
-            raise UserError(f"unknown {kind} {name!r}: known {plural} are {known} "
+            raise UserError(f"unknown {kind} {name!r}: known {KINDS[kind][1]} are {known} "
                             "(see `paraisite-bench plugins`)")
         return table[key]
 
@@ -57,21 +66,19 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _registrar(reg: Registry, kind: str, plugin: str):
+    hook, _attr, accepts = KINDS[kind]
+
     def register(obj: Any) -> None:
         name = str(getattr(obj, "name", "") or "").strip().lower()
-        if kind == "backbone" and not (isinstance(obj, type) and issubclass(obj, Backbone)):
-            raise TypeError(f"register_backbones expects a Backbone subclass, got {obj!r}")
-        if kind == "dataset" and not isinstance(obj, DatasetSpec):
-            raise TypeError(f"register_datasets expects a DatasetSpec, got {obj!r}")
-        if kind == "strategy" and not isinstance(obj, Strategy):
-            raise TypeError(f"register_strategies expects a Strategy, got {obj!r}")
+        if not accepts(obj):
+            raise TypeError(f"{hook} got {obj!r}, which is not a {kind} (see paraisite_bench.hookspecs.{hook})")
         if not name:
             raise ValueError(f"{kind} registered without a name")
-        table = reg._table(kind)
+        table = reg.table(kind)
         if name in table:
             raise ValueError(f"{kind} {name!r} is already provided by plugin "
                              f"{reg.providers[(kind, name)]!r}")
-        if kind != "backbone":
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
             obj = replace(obj, name=name, plugin=plugin)
         table[name] = obj
         reg.providers[(kind, name)] = plugin
@@ -98,8 +105,7 @@ def load_registry(modules: Iterable[Any] = (), entry_points: bool = True) -> Reg
             pm.register(module, name=getattr(module, "__name__", None))
         except Exception as exc:
             reg.broken.append((str(module), _one_line(exc)))
-    for hook_name, kind in (("register_datasets", "dataset"), ("register_backbones", "backbone"),
-                            ("register_strategies", "strategy")):
+    for kind, (hook_name, _attr, _accepts) in KINDS.items():
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
             try:
                 impl.function(register=_registrar(reg, kind, impl.plugin_name))
