@@ -31,6 +31,7 @@ def set_compile_mode(mode: str | None) -> str:
     return compile_mode()
 
 
-def wants_compile(steps: int) -> bool:
-    mode = compile_mode()
+def wants_compile(steps: int, mode: str | None = None) -> bool:
+    """Whether a stage of ``steps`` training steps compiles under ``mode`` (None: the environment's)."""
+    mode = compile_mode() if mode is None else mode
     return mode == "on" or (mode == "auto" and steps >= COMPILE_MIN_STEPS)

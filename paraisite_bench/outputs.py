@@ -46,7 +46,7 @@ def result_rows(cells: list[dict], store: Store) -> list[dict]:
             continue
         rows.append({
             "backbone": c["backbone"], "strategy": c["strategy"], "train": c["train"], "test": c["test"],
-            "split": c["split"], "mape": ev["mape"], "n_test": ev["n_test"], "best_epoch": st["best_epoch"],
+            "split": c["split"], "mape": ev["value"], "n_test": ev["n_test"], "best_epoch": st["best_epoch"],
             "selection": st["spec"]["options"]["selection"], "chain": c["chain"],
             "weights_loaded": loaded, "stage_key": key,
         })

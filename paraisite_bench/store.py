@@ -19,10 +19,9 @@ CREATE TABLE IF NOT EXISTS stages (
     wall_s REAL, finished TEXT, error TEXT
 );
 CREATE TABLE IF NOT EXISTS evals (
-    stage_key TEXT NOT NULL, test TEXT NOT NULL, mape REAL, n_test INTEGER, finished TEXT,
-    PRIMARY KEY (stage_key, test)
+    stage_key TEXT NOT NULL, test TEXT NOT NULL, metric TEXT NOT NULL, value REAL, n_test INTEGER,
+    finished TEXT, PRIMARY KEY (stage_key, test)
 );
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
 
 
@@ -44,7 +43,17 @@ class Store:
         self._lock_fh = self._acquire_lock() if lock else None
         self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         self._set_wal(deadline=time.time() + 60)
+        self._upgrade()
         self.db.executescript(SCHEMA)
+
+    def _upgrade(self) -> None:
+        """Stores written before evaluations named their metric held MAPE in a ``mape`` column."""
+        cols = [r[1] for r in self.db.execute("PRAGMA table_info(evals)")]
+        if "mape" in cols and "metric" not in cols:
+            with self.db:
+                self.db.execute("BEGIN")
+                self.db.execute("ALTER TABLE evals RENAME COLUMN mape TO value")
+                self.db.execute("ALTER TABLE evals ADD COLUMN metric TEXT NOT NULL DEFAULT 'mape'")
 
     def _set_wal(self, deadline: float) -> None:
         # Switching a new database to WAL takes an exclusive lock and SQLite's busy timeout does not
@@ -115,20 +124,14 @@ class Store:
                         (spec["key"], json.dumps(spec), "failed", error, time.strftime("%Y-%m-%dT%H:%M:%S")))
 
     def evals(self, key: str) -> dict[str, dict]:
-        rows = self.db.execute("SELECT test, mape, n_test FROM evals WHERE stage_key=?", (key,)).fetchall()
-        return {t: {"mape": m, "n_test": n} for t, m, n in rows}
+        """test dataset -> {"metric": its metric's name, "value", "n_test"} of one stage."""
+        rows = self.db.execute("SELECT test, metric, value, n_test FROM evals WHERE stage_key=?", (key,)).fetchall()
+        return {t: {"metric": m, "value": v, "n_test": n} for t, m, v, n in rows}
 
     def save_evals(self, key: str, results: list[dict]) -> None:
         now = time.strftime("%Y-%m-%dT%H:%M:%S")
         with self.db:
             self.db.execute("BEGIN")
             for r in results:
-                self.db.execute("INSERT OR REPLACE INTO evals VALUES (?,?,?,?,?)",
-                                (key, r["test"], r["mape"], r["n_test"], now))
-
-    def set_meta(self, key: str, value) -> None:
-        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", (key, json.dumps(value)))
-
-    def get_meta(self, key: str, default=None):
-        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return json.loads(row[0]) if row else default
+                self.db.execute("INSERT OR REPLACE INTO evals VALUES (?,?,?,?,?,?)",
+                                (key, r["test"], r["metric"], r["value"], r["n_test"], now))

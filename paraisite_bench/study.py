@@ -190,7 +190,7 @@ def collect(plan: Plan, store, ctx: Context) -> list[dict]:
         spec = plan.stages[cell.stage_key]
         rows.append({"candidate": cell.strategy, "backbone": cell.backbone, "repeat": cell.split,
                      "split": spec.split, "seed": spec.options["seed"], "dataset": cell.test,
-                     "mape": ev["mape"] if ev else None, "n_test": ev["n_test"] if ev else None,
+                     "mape": ev["value"] if ev else None, "n_test": ev["n_test"] if ev else None,
                      "best_epoch": st["best_epoch"] if st and st["status"] == "done" else None,
                      "wall_s": st["wall_s"] if st and st["status"] == "done" else None,
                      "chain": cell.chain})

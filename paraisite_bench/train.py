@@ -156,7 +156,7 @@ def stage_ids(ctx: Context, spec: StageSpec) -> tuple[list[str], list[str]]:
 
 def train_stage(ctx: Context, spec: StageSpec, parent_ckpt: dict | None,
                 on_epoch: Callable[[int, int], None] | None = None, *, loop: str = "fast",
-                device: str | torch.device = "cpu") -> tuple[dict, dict]:
+                device: str | torch.device = "cpu", compile_mode: str | None = None) -> tuple[dict, dict]:
     """Train one stage. Returns (checkpoint payload, summary with curves and the selected epoch).
 
     ``loop`` picks the training loop (see :data:`LOOPS`); ``device`` where the model runs.
@@ -205,7 +205,7 @@ def train_stage(ctx: Context, spec: StageSpec, parent_ckpt: dict | None,
         predict_val = lambda: _predict(model, bb, val_feats, device=device)  # noqa: E731
     on_device = device.type != "cpu"
     steps = epochs * -(-len(train_feats) // bs)
-    if loop == "fast" and wants_compile(steps):
+    if loop == "fast" and wants_compile(steps, compile_mode):
         sample = make_batch(list(range(min(bs, len(train_feats)))))
         accelerated = bb.accelerate(model.backbone, bb.to_device(sample, device) if on_device else sample)
         if accelerated:
@@ -291,7 +291,6 @@ def evaluate(ctx: Context, spec: StageSpec, ckpt: dict, test_datasets, *, loop: 
         raw = (_predict_fast(model, bb, test_feats, device) if loop == "fast"
                else _predict(model, bb, test_feats, device=device))
         pred = transform.inverse(raw.numpy())
-        # "mape" holds the test dataset's metric (MAPE for κ; MAE for other targets, named in "metric")
-        results.append({"test": test_dataset, "mape": metric_for(target)(pred, [records[i].kappa for i in ids]),
-                        "metric": target.metric, "n_test": len(ids)})
+        results.append({"test": test_dataset, "metric": target.metric,
+                        "value": metric_for(target)(pred, [records[i].kappa for i in ids]), "n_test": len(ids)})
     return results

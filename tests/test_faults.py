@@ -138,8 +138,8 @@ def _hammer(path: str, writer: int, n: int, barrier) -> None:
         spec = {"key": f"w{writer}-{i}", "label": "x"}
         store.save_stage(spec, {"best_epoch": 1, "best_val": 0.5, "n_train": 1, "n_val": 1, "weights_info": {},
                                 "curves": [{"epoch": 1}], "wall_s": 0.0}, "digest")
-        store.save_evals(spec["key"], [{"test": "dataset1", "mape": 0.1, "n_test": 3},
-                                       {"test": "dataset2", "mape": 0.2, "n_test": 4}])
+        store.save_evals(spec["key"], [{"test": "dataset1", "metric": "mape", "value": 0.1, "n_test": 3},
+                                       {"test": "dataset2", "metric": "mape", "value": 0.2, "n_test": 4}])
     store.close()
 
 
