@@ -30,6 +30,7 @@ paper: install
 	$(VENV)/bin/paraisite-bench run --preset paper --workers 2 --out runs/paper-megnet
 
 test: install
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q
 
 benchmark: install
