@@ -45,7 +45,8 @@ def _pairs(value: str | None, option: str) -> tuple[tuple[str, int], ...] | None
         try:
             out.append((name.strip().lower(), int(n)))
         except ValueError:
-            raise UserError(f"{option} {value!r}: expected NAME=INTEGER[,NAME=INTEGER...], e.g. aflow=400") from None
+            raise UserError(f"{option} {value!r}: expected NAME=INTEGER[,NAME=INTEGER...], "
+                            "e.g. aflow=400") from None
         if out[-1][1] < 1:
             raise UserError(f"{option} {value!r}: the number must be ≥ 1")
     return tuple(out)
@@ -76,7 +77,8 @@ def plugins(plugin_modules):
     for name, cls in sorted(reg.backbones.items()):
         weights = ", ".join(cls.weight_sources) or "none"
         click.echo(f"  {name:12s} [{reg.providers[('backbone', name)]}] {cls.input_kind} input, "
-                   f"{cls.representation_dim}-d representation; published weights: {weights}. {cls.description}")
+                   f"{cls.representation_dim}-d representation; published weights: {weights}. "
+                   f"{cls.description}")
     click.echo("datasets:")
     for name, spec in sorted(reg.datasets.items()):
         extra = f" (= {' ∪ '.join(spec.components)})" if spec.components else ""
@@ -148,7 +150,8 @@ class TableRun(Command):
         return {
             "out": str(run.path), "preset": self.preset, "command": command_line(),
             "backbones": list(self.backbones), "strategies": list(self.strategies), "train": list(self.train),
-            "test": list(self.test), "protocol": self.protocol.to_dict(), "data_dir": str(run.launch.data_dir),
+            "test": list(self.test), "protocol": self.protocol.to_dict(),
+            "data_dir": str(run.launch.data_dir),
             "started": run.started, "finished": None, "versions": _versions(), "machine": platform.machine(),
             "workers": options.workers, "threads": options.threads, "host": machine_info(),
             "executor": run.launch.executor, "address": options.address, "device": run.launch.device,
@@ -188,20 +191,24 @@ class TableRun(Command):
               help="paper: select the epoch on the 20 %% part; heldout: on an inner part of the 80 %%.")
 @click.option("--scaler-fit", type=click.Choice(["all", "train"], case_sensitive=False),
               help="Fit the label scaler on all records (original code) or on training records only.")
-@click.option("--cosine-tmax", type=click.IntRange(0), help="Cosine lr schedule T_max in epochs (0: constant).")
+@click.option("--cosine-tmax", type=click.IntRange(0),
+              help="Cosine lr schedule T_max in epochs (0: constant).")
 @click.option("--head", help="Widths of the ParAIsite head's dense layers, e.g. 350,350,350.")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/latest", show_default=True,
               help="Run directory (results, store, report).")
-@click.option("--data-dir", type=click.Path(), help="Data root with ltc/ and models/ (else $PARAISITE_BENCH_DATA).")
-@click.option("--cache-dir", type=click.Path(file_okay=False), help="Feature cache (else $PARAISITE_BENCH_CACHE "
-              "or ~/.cache/paraisite-bench).")
+@click.option("--data-dir", type=click.Path(),
+              help="Data root with ltc/ and models/ (else $PARAISITE_BENCH_DATA).")
+@click.option("--cache-dir", type=click.Path(file_okay=False),
+              help="Feature cache (else $PARAISITE_BENCH_CACHE or ~/.cache/paraisite-bench).")
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Jobs run in parallel.")
-@click.option("--threads", type=click.IntRange(1), default=1, show_default=True, help="Torch threads per job.")
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True,
+              help="Torch threads per job.")
 @click.option("--plugin", "plugin_modules", multiple=True, help="Also load this importable plugin module.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
 @click.option("--dataset-file", "dataset_files", multiple=True, metavar="[NAME=]PATH",
-              help="Your own dataset for --train/--test: a CSV or JSON of id, kappa, cif (text or path) and/or "
-                   "formula, or a folder of CIFs with a CSV of id,kappa. Name: the file's stem, or NAME=.")
+              help="Your own dataset for --train/--test: a CSV or JSON of id, kappa, cif (text or path) "
+                   "and/or formula, or a folder of CIFs with a CSV of id,kappa. Name: the file's stem, "
+                   "or NAME=.")
 @click.option("--executor", metavar="NAME",
               help="Where jobs run (see `paraisite-bench plugins`): inline (this process), local (--workers "
                    "processes), ray (Ray tasks) [default: inline with --workers 1, else local].")
@@ -210,10 +217,12 @@ class TableRun(Command):
 @click.option("--device", type=click.Choice(DEVICES, case_sensitive=False), default="auto",
               show_default=True, help="Where models run (auto: cuda if torch sees a GPU, else cpu).")
 @click.option("--early-stop", type=click.IntRange(1), default=None,
-              help="Stop a stage after N epochs without a better validation MAPE (default: off, as the paper).")
+              help="Stop a stage after N epochs without a better validation MAPE "
+                   "(default: off, as the paper).")
 @click.option("--compile", "compile_", type=click.Choice(COMPILE_MODES, case_sensitive=False), default=None,
-              help="Let backbones compile their training step (torch.compile; same function, rounding aside): "
-                   "auto = stages of at least 1,000 steps on CPU [default: $PARAISITE_BENCH_COMPILE or auto].")
+              help="Let backbones compile their training step (torch.compile; same function, rounding "
+                   "aside): auto = stages of at least 1,000 steps on CPU "
+                   "[default: $PARAISITE_BENCH_COMPILE or auto].")
 def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs, subsample, batch_size, lr,
         seed, selection, scaler_fit, cosine_tmax, head, out, data_dir, cache_dir, workers, threads,
         plugin_modules, progress, executor, address, device, early_stop, compile_=None, dataset_files=()):
@@ -224,9 +233,10 @@ def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs
         selection=_lower(selection), scaler_fit=_lower(scaler_fit), cosine_tmax=cosine_tmax,
         subsample=_pairs(subsample, "--subsample"), stage_epochs=_pairs(stage_epochs, "--stage-epochs"),
         early_stop=early_stop, head=_widths(head))
-    grid = TableRun(preset=preset.lower(), protocol=protocol, backbones=_names(backbones) or base["backbones"],
-                    strategies=_names(strategies) or base["strategies"], train=_names(train) or base["train"],
-                    test=_names(test) or base["test"])
+    grid = TableRun(preset=preset.lower(), protocol=protocol,
+                    backbones=_names(backbones) or base["backbones"],
+                    strategies=_names(strategies) or base["strategies"],
+                    train=_names(train) or base["train"], test=_names(test) or base["test"])
     run_command(grid, LaunchOptions(
         out=out, data_dir=data_dir, cache_dir=cache_dir, plugin_modules=tuple(plugin_modules),
         dataset_files=tuple(dataset_files), workers=workers, threads=threads, executor=_lower(executor),
@@ -268,7 +278,8 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
             echo(f"    {where}: {s['problem']}" + (f" — {s['hint']}" if s.get("hint") else ""))
     for label, err in outcome.failed[:5]:
         echo(f"  FAILED {label}: {err}")
-    echo(f"  results: {out_dir / 'results.csv'}  table: {out_dir / 'table1.csv'}  report: {out_dir / 'report.html'}")
+    echo(f"  results: {out_dir / 'results.csv'}  table: {out_dir / 'table1.csv'}  "
+         f"report: {out_dir / 'report.html'}")
 
 
 @cli.command()
@@ -279,12 +290,14 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
 @click.option("--repeats", type=click.IntRange(1), default=9, show_default=True,
               help="Repeats per candidate: repeat r uses split r and training seed seed+r.")
 @click.option("--epochs", type=click.IntRange(1), help="Epochs on the target (paper: 300).")
-@click.option("--pretrain-epochs", type=click.IntRange(1), help="Epochs of pretraining stages (default: --epochs).")
+@click.option("--pretrain-epochs", type=click.IntRange(1),
+              help="Epochs of pretraining stages (default: --epochs).")
 @click.option("--pretrain-batch-size", type=click.IntRange(1), default=256, show_default=True,
               help="Batch size of pretraining stages (CrabNet's own choice for 4-10 k formulas; the target "
                    "stages keep the protocol's 8).")
 @click.option("--stage-epochs", help="Epochs for stages on given datasets, e.g. expt_gap=100.")
-@click.option("--subsample", help="Cap records of a dataset (deterministic), e.g. elasticity_log10_kvrh=3000.")
+@click.option("--subsample",
+              help="Cap records of a dataset (deterministic), e.g. elasticity_log10_kvrh=3000.")
 @click.option("--rule", default="mean+1*std", show_default=True,
               help="Selection rule, lowest wins: mean|median|worst [+ K*std].")
 @click.option("--seed", type=int)
@@ -300,14 +313,15 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
               help="Only rewrite the study outputs from the store (no training), e.g. while a run goes on.")
 @click.option("--compile", "compile_", type=click.Choice(COMPILE_MODES, case_sensitive=False), default=None,
               help="As for run [default: $PARAISITE_BENCH_COMPILE or auto].")
-def select(candidates, dataset, repeats, epochs, pretrain_epochs, pretrain_batch_size, stage_epochs, subsample,
-           rule, seed, selection, out, data_dir, cache_dir, workers, threads, plugin_modules, progress, report_only,
-           compile_=None):
+def select(candidates, dataset, repeats, epochs, pretrain_epochs, pretrain_batch_size, stage_epochs,
+           subsample, rule, seed, selection, out, data_dir, cache_dir, workers, threads, plugin_modules,
+           progress, report_only, compile_=None):
     """Model-selection stability study (the paper's Fig. 2): rank candidates by a stated rule."""
     study = StabilityStudy(
         candidates=tuple(candidates.split(",")), dataset=dataset, repeats=repeats, rule=rule, epochs=epochs,
         pretrain_epochs=pretrain_epochs, pretrain_batch_size=pretrain_batch_size,
-        stage_epochs=_pairs(stage_epochs, "--stage-epochs") or (), subsample=_pairs(subsample, "--subsample") or (),
+        stage_epochs=_pairs(stage_epochs, "--stage-epochs") or (),
+        subsample=_pairs(subsample, "--subsample") or (),
         seed=seed, selection=_lower(selection), report_only=report_only)
     run_command(study, LaunchOptions(out=out, data_dir=data_dir, cache_dir=cache_dir,
                                      plugin_modules=tuple(plugin_modules), workers=workers, threads=threads,

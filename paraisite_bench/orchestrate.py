@@ -128,7 +128,8 @@ def prepare(options: LaunchOptions) -> Launch:
     name = options.executor or ("inline" if options.workers <= 1 else "local")
     executor = registry.get("executor", name)
     if options.address and not executor.takes_address:
-        takers = " or ".join(f"--executor {n}" for n, e in sorted(registry.executors.items()) if e.takes_address)
+        takers = " or ".join(f"--executor {n}" for n, e in sorted(registry.executors.items())
+                             if e.takes_address)
         raise UserError(f"--address names a cluster: use it with {takers or 'an executor that takes one'}")
     # a remote executor resolves the device on each worker (the launcher may have no GPU)
     device = options.device.lower() if executor.remote else resolve_device(options.device)

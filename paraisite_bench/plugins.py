@@ -26,7 +26,8 @@ KINDS: dict[str, tuple[str, str, Callable[[Any], bool]]] = {
     "dataset": ("register_datasets", "datasets", lambda o: isinstance(o, DatasetSpec)),
     "backbone": ("register_backbones", "backbones", lambda o: isinstance(o, type) and issubclass(o, Backbone)),
     "strategy": ("register_strategies", "strategies", lambda o: isinstance(o, Strategy)),
-    "executor": ("register_executors", "executors", lambda o: isinstance(o, type) and issubclass(o, Executor)),
+    "executor": ("register_executors", "executors",
+                 lambda o: isinstance(o, type) and issubclass(o, Executor)),
 }
 
 

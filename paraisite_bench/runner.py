@@ -40,7 +40,8 @@ def plan_tasks(plan: Plan, store: Store) -> tuple[list[Task], int]:
     for key, spec in plan.stages.items():
         row = store.stage(key)
         ckpt = store.checkpoint_path(key)
-        done = bool(row and row["status"] == "done" and ckpt.exists() and checkpoint_digest(ckpt) == row["checksum"])
+        done = bool(row and row["status"] == "done" and ckpt.exists()
+                    and checkpoint_digest(ckpt) == row["checksum"])
         have = store.evals(key) if done else {}
         tests = tuple(t for t in plan.evals.get(key, []) if t not in have)
         if done:
@@ -161,7 +162,8 @@ class Schedule:
 
 
 def execute(plan: Plan, ctx: Context, store: Store, setup: WorkerSetup, executor: str = "inline", *,
-            workers: int = 1, address: str | None = None, progress: bool | None = None, log=None) -> RunOutcome:
+            workers: int = 1, address: str | None = None, progress: bool | None = None,
+            log=None) -> RunOutcome:
     """Run the plan's unfinished jobs with the registered executor ``executor`` (``workers`` at a time;
     ``address``: its cluster, for executors that take one), its workers set up from ``setup``.
     Ctrl-C stops the executor and returns with ``interrupted``: what finished is in the store."""

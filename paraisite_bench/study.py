@@ -307,7 +307,8 @@ class StabilityStudy(Command):
         parse_rule(self.rule)
         self.candidates = tuple(dict.fromkeys(c.strip() for c in self.candidates if c.strip()))
         if not self.candidates:
-            raise UserError("--candidates is empty: give BACKBONE:SOURCE[,...], e.g. megnet:eform,crabnet:expt_gap")
+            raise UserError("--candidates is empty: give BACKBONE:SOURCE[,...], "
+                            "e.g. megnet:eform,crabnet:expt_gap")
         self.target = self.dataset
         self.parsed: list[Candidate] = []
         self.notes: list[str] = []
@@ -325,14 +326,16 @@ class StabilityStudy(Command):
         return ctx, plan
 
     def _protocol(self) -> Protocol:
-        """The paper's protocol, one split per repeat; pretraining stages get their own epochs and batch size."""
+        """The paper's protocol with one split per repeat; pretraining stages get their own epochs and
+        batch size."""
         pre = {s.dataset for c in self.parsed for s in c.stages if s.dataset != TARGET}
         per_stage = dict(self.stage_epochs)
         if self.pretrain_epochs:
             per_stage = {**{d: self.pretrain_epochs for d in pre}, **per_stage}
         batches = {d: self.pretrain_batch_size for d in pre} if self.pretrain_batch_size else {}
-        return protocol_with(PRESETS["paper"]["protocol"], splits=self.repeats, epochs=self.epochs, seed=self.seed,
-                             selection=self.selection, stage_epochs=tuple(sorted(per_stage.items())),
+        return protocol_with(PRESETS["paper"]["protocol"], splits=self.repeats, epochs=self.epochs,
+                             seed=self.seed, selection=self.selection,
+                             stage_epochs=tuple(sorted(per_stage.items())),
                              stage_batch_size=tuple(sorted(batches.items())), subsample=tuple(self.subsample))
 
     def start(self, run: RunDir) -> None:
@@ -361,7 +364,8 @@ class StabilityStudy(Command):
         if self.report_only and previous.exists():  # keep the timing and command of the run that trained
             try:
                 old = json.loads(previous.read_text())
-                self.meta.update({k: old[k] for k in ("command", "started", "finished", "wall_s") if k in old})
+                kept = ("command", "started", "finished", "wall_s")
+                self.meta.update({k: old[k] for k in kept if k in old})
             except (ValueError, OSError):
                 pass
         return write_study(run.path, run.plan, run.store, run.ctx, self.meta)
@@ -374,9 +378,10 @@ class StabilityStudy(Command):
         width = max([len(r["candidate"]) for r in study["ranked"]] + [9]) + 2
         echo("  rank  " + "candidate".ljust(width) + "mean     std      worst    CV     score    n")
         for r in study["ranked"]:
-            echo(f"  {r['rank']:<5} {r['candidate']:<{width}}{r['mean']:<9.3f}{r['std']:<9.3f}{r['worst']:<9.3f}"
-                 f"{r['cv']:<7.2f}{r['score']:.3f}")
+            echo(f"  {r['rank']:<5} {r['candidate']:<{width}}{r['mean']:<9.3f}{r['std']:<9.3f}"
+                 f"{r['worst']:<9.3f}{r['cv']:<7.2f}{r['score']:.3f}")
         for label, err in outcome.failed[:5]:
             echo(f"  FAILED {label}: {err}")
         out_dir = run.path
-        echo(f"  table: {out_dir / 'study.csv'}  plot: {out_dir / 'study.svg'}  runs: {out_dir / 'study_runs.csv'}")
+        echo(f"  table: {out_dir / 'study.csv'}  plot: {out_dir / 'study.svg'}  "
+             f"runs: {out_dir / 'study_runs.csv'}")

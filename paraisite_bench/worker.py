@@ -119,8 +119,8 @@ def _train(state: _State, task: Task, out: dict) -> dict:
     key = task.spec.key
     on_epoch = None if state.on_epoch is None else (lambda epoch, total: state.on_epoch(key, epoch, total))
     setup = state.setup
-    payload, summary = train_stage(state.ctx, task.spec, parent, on_epoch, loop=setup.loop, device=setup.device,
-                                   compile_mode=setup.compile_mode)
+    payload, summary = train_stage(state.ctx, task.spec, parent, on_epoch, loop=setup.loop,
+                                   device=setup.device, compile_mode=setup.compile_mode)
     out["checksum"] = save_checkpoint(Path(task.checkpoint), payload)
     out["summary"] = summary
     return payload

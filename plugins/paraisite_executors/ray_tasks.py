@@ -33,7 +33,8 @@ def _import_ray():
     try:
         import ray
     except ImportError:
-        raise UserError("--executor ray needs Ray: pip install 'paraisite-bench[ray]' (or pip install ray)") from None
+        raise UserError("--executor ray needs Ray: pip install 'paraisite-bench[ray]' "
+                        "(or pip install ray)") from None
     return ray
 
 
@@ -54,7 +55,8 @@ def _ray_job(setup_id: str, setup, task, parent_bytes: bytes | None, own_bytes: 
             parent.write_bytes(parent_bytes)
         if own_bytes is not None:
             own.write_bytes(own_bytes)
-        local = dataclasses.replace(task, checkpoint=str(own), parent_checkpoint=str(parent) if parent else None)
+        local = dataclasses.replace(task, checkpoint=str(own),
+                                    parent_checkpoint=str(parent) if parent else None)
         out = worker.run_task(local)
         if task.train and "error" not in out:
             out["checkpoint_bytes"] = own.read_bytes()
@@ -68,7 +70,8 @@ def _store_checkpoint(task, out: dict) -> dict:
     if data is None:
         return out
     if hashlib.sha256(data).hexdigest()[:20] != out.get("checksum"):
-        return {"key": task.spec.key, "error": "checkpoint bytes from the Ray worker do not match their checksum"}
+        return {"key": task.spec.key,
+                "error": "checkpoint bytes from the Ray worker do not match their checksum"}
     path = Path(task.checkpoint)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -114,7 +117,8 @@ class RayExecutor(Executor):
                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
 
     def submit(self, task) -> cf.Future:
-        parent_bytes = Path(task.parent_checkpoint).read_bytes() if task.train and task.parent_checkpoint else None
+        ships_parent = task.train and task.parent_checkpoint
+        parent_bytes = Path(task.parent_checkpoint).read_bytes() if ships_parent else None
         own_bytes = None if task.train else Path(task.checkpoint).read_bytes()
         ref = self._remote.remote(self._setup_id, self.setup, task, parent_bytes, own_bytes)
         self._refs.append(ref)
