@@ -4,7 +4,6 @@ spawned worker processes at once (the grid's throughput)."""
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing as mp
 import os
 import time
@@ -12,7 +11,6 @@ from pathlib import Path
 
 import torch
 
-from paraisite_bench.compilation import ENV, set_compile_mode
 from paraisite_bench.context import Context
 from paraisite_bench.plugins import load_registry
 from paraisite_bench.protocol import Protocol
@@ -34,27 +32,13 @@ def spec(ctx: Context, dataset="aflow", split=0, epochs=2, batch_size=8, init="r
                      split=split, options=opts, label="bench")
 
 
-@contextlib.contextmanager
-def compile_env(mode: str):
-    """PARAISITE_BENCH_COMPILE=mode for the duration (off: the eager fast path; on: compiled)."""
-    old = os.environ.get(ENV)
-    set_compile_mode(mode)
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(ENV, None)
-        else:
-            os.environ[ENV] = old
-
-
 def train_rate(ctx, stage, loop, threads, compile="off") -> dict:
-    """Train one stage in this process; training structures per second, validation included (and, when
-    compiled, the compile time in the first call of a process)."""
+    """Train one stage in this process (compile mode ``compile``: off, the eager fast path; on, compiled);
+    training structures per second, validation included (and, when compiled, the compile time in the
+    first call of a process)."""
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    with compile_env(compile):
-        _, summary = train_stage(ctx, stage, None, loop=loop)
+    _, summary = train_stage(ctx, stage, None, loop=loop, compile_mode=compile)
     wall = time.perf_counter() - t0
     n = summary["n_train"] * len(summary["curves"])
     return {"wall_s": wall, "structure_epochs": n, "rate": n / wall, "n_train": summary["n_train"],
@@ -66,7 +50,7 @@ _W: dict = {}
 
 def _init(data_dir, cache_dir, n, threads, compile):
     torch.set_num_threads(threads)
-    set_compile_mode(compile)
+    _W["compile"] = compile
     _W["ctx"] = context(data_dir, cache_dir, n)
     _W["ctx"].features("megnet", "aflow")  # warm: the cache file is already there
 
@@ -75,7 +59,8 @@ def _job(args):
     split, epochs, batch_size, loop = args
     ctx = _W["ctx"]
     t0 = time.perf_counter()
-    _, summary = train_stage(ctx, spec(ctx, split=split, epochs=epochs, batch_size=batch_size), None, loop=loop)
+    _, summary = train_stage(ctx, spec(ctx, split=split, epochs=epochs, batch_size=batch_size), None, loop=loop,
+                             compile_mode=_W["compile"])
     return (summary["n_train"] * len(summary["curves"]), time.perf_counter() - t0, os.getpid(),
             summary["weights_info"].get("accelerated"))
 

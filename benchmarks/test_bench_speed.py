@@ -159,8 +159,6 @@ def _subprocess_stage(data_dir, cache, n, epochs, loop="fast", compile="on") -> 
     (compiling included: what a paper-preset AFLOW stage, ≥ 1,000 steps, does by default)."""
     code = f"""
 import json, sys, time, torch
-from paraisite_bench.compilation import set_compile_mode
-set_compile_mode({compile!r})
 sys.path.insert(0, {str(HERE)!r})
 import speedkit as kit
 torch.set_num_threads(1)
@@ -172,7 +170,7 @@ t = [time.perf_counter()]
 def on_epoch(e, total):
     now = time.perf_counter(); times.append(now - t[0]); t[0] = now
 from paraisite_bench.train import train_stage
-_, s = train_stage(ctx, stage, None, on_epoch, loop={loop!r})
+_, s = train_stage(ctx, stage, None, on_epoch, loop={loop!r}, compile_mode={compile!r})
 print(json.dumps({{"n_train": s["n_train"], "n_val": s["n_val"], "epoch_s": times, "peak_rss_mib": kit.peak_rss_mib(),
                   "accelerated": s["weights_info"].get("accelerated")}}))
 """
@@ -252,8 +250,7 @@ def test_paper_preset_estimate(benchmark, data_dir, bench_cache, figures):
                 times.append(now - t[0])
                 t[0] = now
 
-            with kit.compile_env("on"):
-                train_stage(ctx, stage, None, on_epoch)
+            train_stage(ctx, stage, None, on_epoch, compile_mode="on")
             per_epoch[ds] = float(np.median(times[1:]))
 
     benchmark.pedantic(run, rounds=1, iterations=1)

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import importlib
 import json
 import os
 import platform
 import sys
-import time
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import click
 
-from .compilation import COMPILE_MODES, compile_mode, set_compile_mode
+from .compilation import COMPILE_MODES
+from .context import Context
 from .errors import UserError
-from .protocol import PRESETS, SELECTION_MODES
+from .executors import DEVICES
+from .jobs import Plan, build_plan
+from .orchestrate import (Command, Launch, LaunchOptions, RunDir, command_line, load_plugins, protocol_with,
+                          run_command, skipped_rows, warn, write_run_outputs)
+from .outputs import machine_info
+from .protocol import PRESETS, SELECTION_MODES, Protocol
+from .runner import RunOutcome
+from .study import StabilityStudy, composition_notes
+from .userdata import check_inputs
 
 
 def _names(value: str | None) -> tuple[str, ...] | None:
@@ -38,22 +45,11 @@ def _pairs(value: str | None, option: str) -> tuple[tuple[str, int], ...] | None
         try:
             out.append((name.strip().lower(), int(n)))
         except ValueError:
-            raise UserError(f"{option} {value!r}: expected NAME=INTEGER[,NAME=INTEGER...], e.g. aflow=400") from None
+            raise UserError(f"{option} {value!r}: expected NAME=INTEGER[,NAME=INTEGER...], "
+                            "e.g. aflow=400") from None
         if out[-1][1] < 1:
             raise UserError(f"{option} {value!r}: the number must be ≥ 1")
     return tuple(out)
-
-
-def _registry(plugin_modules=()):
-    from .plugins import load_registry
-
-    mods = []
-    for m in plugin_modules:
-        try:
-            mods.append(importlib.import_module(m))
-        except Exception as exc:
-            raise UserError(f"--plugin {m!r} cannot be imported ({type(exc).__name__}: {exc})") from None
-    return load_registry(mods)
 
 
 def _versions() -> dict:
@@ -75,13 +71,14 @@ def cli():
 @cli.command()
 @click.option("--plugin", "plugin_modules", multiple=True, help="Also load this importable plugin module.")
 def plugins(plugin_modules):
-    """List every backbone, dataset and strategy, and which plugin provides it."""
-    reg = _registry(plugin_modules)
+    """List every backbone, dataset, strategy and executor, and which plugin provides it."""
+    reg = load_plugins(plugin_modules)
     click.echo("backbones:")
     for name, cls in sorted(reg.backbones.items()):
         weights = ", ".join(cls.weight_sources) or "none"
         click.echo(f"  {name:12s} [{reg.providers[('backbone', name)]}] {cls.input_kind} input, "
-                   f"{cls.representation_dim}-d representation; published weights: {weights}. {cls.description}")
+                   f"{cls.representation_dim}-d representation; published weights: {weights}. "
+                   f"{cls.description}")
     click.echo("datasets:")
     for name, spec in sorted(reg.datasets.items()):
         extra = f" (= {' ∪ '.join(spec.components)})" if spec.components else ""
@@ -90,10 +87,90 @@ def plugins(plugin_modules):
     for name, st in sorted(reg.strategies.items()):
         chain = " → ".join(f"{s.init}>{s.dataset}" if i == 0 else s.dataset for i, s in enumerate(st.stages))
         click.echo(f"  {name:12s} [{st.plugin}] {chain}. {st.description}")
+    click.echo("executors:")
+    for name, cls in sorted(reg.executors.items()):
+        click.echo(f"  {name:12s} [{reg.providers[('executor', name)]}] {cls.description}")
     if reg.broken:
         click.echo("broken plugins:")
         for name, err in reg.broken:
             click.echo(f"  {name}: {err}")
+
+
+def _widths(value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(int(w) for w in value.split(","))
+    except ValueError:
+        raise UserError(f"--head {value!r}: expected comma-separated widths, e.g. 350,350,350") from None
+
+
+def _lower(value: str | None) -> str | None:
+    return value.lower() if value else None
+
+
+@dataclass
+class TableRun(Command):
+    """``run``: every backbone × strategy × train × test cell (Table I), recorded in run.json."""
+
+    preset: str
+    protocol: Protocol
+    backbones: tuple[str, ...]
+    strategies: tuple[str, ...]
+    train: tuple[str, ...]
+    test: tuple[str, ...]
+    notes: list[str] = field(default_factory=list)
+    run_info: dict = field(default_factory=dict)
+    skipped: list[dict] = field(default_factory=list)
+
+    def plan(self, launch: Launch) -> tuple[Context, Plan]:
+        launch.check_names("backbone", self.backbones)
+        launch.check_names("strategy", self.strategies)
+        launch.check_names("dataset", self.train + self.test)
+        check_inputs(launch.registry, launch.datasets, self.backbones, self.train + self.test)
+        ctx = launch.context(self.protocol)
+        plan = build_plan(ctx, self.backbones, self.strategies, self.train, self.test)
+        for b, s, reason in plan.skipped:
+            warn(f"{b} × {s} skipped: {reason}")
+        self.notes = composition_notes(ctx, self.backbones, self.train + self.test)  # kept in run.json
+        for note in self.notes:
+            warn(note)
+        if not plan.stages:
+            raise UserError("nothing to run: every backbone × strategy combination was skipped")
+        return ctx, plan
+
+    def start(self, run: RunDir) -> None:
+        self.run_info = self._info(run)
+        (run.path / "run.json").write_text(json.dumps(self.run_info, indent=1))
+        run.log(f"start: {self.run_info['command']}")
+
+    def _info(self, run: RunDir) -> dict:
+        options, ctx, plan, registry = run.launch.options, run.ctx, run.plan, run.launch.registry
+        used = sorted({s.dataset for s in plan.stages.values()} | set(self.test))
+        return {
+            "out": str(run.path), "preset": self.preset, "command": command_line(),
+            "backbones": list(self.backbones), "strategies": list(self.strategies), "train": list(self.train),
+            "test": list(self.test), "protocol": self.protocol.to_dict(),
+            "data_dir": str(run.launch.data_dir),
+            "started": run.started, "finished": None, "versions": _versions(), "machine": platform.machine(),
+            "workers": options.workers, "threads": options.threads, "host": machine_info(),
+            "executor": run.launch.executor, "address": options.address, "device": run.launch.device,
+            "early_stop": self.protocol.early_stop or None, "compile": run.launch.compile_mode,
+            "cells": [dataclasses.asdict(c) for c in plan.cells], "stages": list(plan.stages),
+            "labels": {n: registry.dataset(n).label for n in dict.fromkeys(self.train + self.test)},
+            "strategy_descriptions": {s: registry.strategy(s).description for s in self.strategies},
+            "data": {n: ctx.dataset(n).fingerprint for n in used},
+            "notes": self.notes,
+        }
+
+    def finish(self, run: RunDir, outcome: RunOutcome | None) -> dict:
+        self.run_info.update(finished=run.finished, wall_s=run.wall_s)
+        (run.path / "run.json").write_text(json.dumps(self.run_info, indent=1))
+        self.skipped = skipped_rows(run.ctx, run.plan)
+        return write_run_outputs(run, self.run_info, self.skipped)
+
+    def summary(self, run: RunDir, outcome: RunOutcome, result: dict) -> None:
+        _summary(run.path, outcome, result, self.skipped, run.plan, self.run_info)
 
 
 @cli.command()
@@ -114,136 +191,56 @@ def plugins(plugin_modules):
               help="paper: select the epoch on the 20 %% part; heldout: on an inner part of the 80 %%.")
 @click.option("--scaler-fit", type=click.Choice(["all", "train"], case_sensitive=False),
               help="Fit the label scaler on all records (original code) or on training records only.")
-@click.option("--cosine-tmax", type=click.IntRange(0), help="Cosine lr schedule T_max in epochs (0: constant).")
+@click.option("--cosine-tmax", type=click.IntRange(0),
+              help="Cosine lr schedule T_max in epochs (0: constant).")
 @click.option("--head", help="Widths of the ParAIsite head's dense layers, e.g. 350,350,350.")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/latest", show_default=True,
               help="Run directory (results, store, report).")
-@click.option("--data-dir", type=click.Path(), help="Data root with ltc/ and models/ (else $PARAISITE_BENCH_DATA).")
-@click.option("--cache-dir", type=click.Path(file_okay=False), help="Feature cache (else $PARAISITE_BENCH_CACHE "
-              "or ~/.cache/paraisite-bench).")
+@click.option("--data-dir", type=click.Path(),
+              help="Data root with ltc/ and models/ (else $PARAISITE_BENCH_DATA).")
+@click.option("--cache-dir", type=click.Path(file_okay=False),
+              help="Feature cache (else $PARAISITE_BENCH_CACHE or ~/.cache/paraisite-bench).")
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Jobs run in parallel.")
-@click.option("--threads", type=click.IntRange(1), default=1, show_default=True, help="Torch threads per job.")
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True,
+              help="Torch threads per job.")
 @click.option("--plugin", "plugin_modules", multiple=True, help="Also load this importable plugin module.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
 @click.option("--dataset-file", "dataset_files", multiple=True, metavar="[NAME=]PATH",
-              help="Your own dataset for --train/--test: a CSV or JSON of id, kappa, cif (text or path) and/or "
-                   "formula, or a folder of CIFs with a CSV of id,kappa. Name: the file's stem, or NAME=.")
-@click.option("--executor", type=click.Choice(["local", "ray"], case_sensitive=False), default="local",
-              show_default=True, help="local: this machine (--workers processes); ray: Ray tasks.")
-@click.option("--address", help="Ray cluster address (with --executor ray; default: a private local instance).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"], case_sensitive=False), default="auto",
+              help="Your own dataset for --train/--test: a CSV or JSON of id, kappa, cif (text or path) "
+                   "and/or formula, or a folder of CIFs with a CSV of id,kappa. Name: the file's stem, "
+                   "or NAME=.")
+@click.option("--executor", metavar="NAME",
+              help="Where jobs run (see `paraisite-bench plugins`): inline (this process), local (--workers "
+                   "processes), ray (Ray tasks) [default: inline with --workers 1, else local].")
+@click.option("--address", help="Cluster address, for executors that take one (ray; default: a private "
+              "local instance).")
+@click.option("--device", type=click.Choice(DEVICES, case_sensitive=False), default="auto",
               show_default=True, help="Where models run (auto: cuda if torch sees a GPU, else cpu).")
 @click.option("--early-stop", type=click.IntRange(1), default=None,
-              help="Stop a stage after N epochs without a better validation MAPE (default: off, as the paper).")
+              help="Stop a stage after N epochs without a better validation MAPE "
+                   "(default: off, as the paper).")
 @click.option("--compile", "compile_", type=click.Choice(COMPILE_MODES, case_sensitive=False), default=None,
-              help="Let backbones compile their training step (torch.compile; same function, rounding aside): "
-                   "auto = stages of at least 1,000 steps on CPU [default: $PARAISITE_BENCH_COMPILE or auto].")
+              help="Let backbones compile their training step (torch.compile; same function, rounding "
+                   "aside): auto = stages of at least 1,000 steps on CPU "
+                   "[default: $PARAISITE_BENCH_COMPILE or auto].")
 def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs, subsample, batch_size, lr,
         seed, selection, scaler_fit, cosine_tmax, head, out, data_dir, cache_dir, workers, threads,
         plugin_modules, progress, executor, address, device, early_stop, compile_=None, dataset_files=()):
     """Train and evaluate every backbone × strategy × train × test cell; resumable."""
-    set_compile_mode(compile_)
-    from .context import Context
-    from .data import resolve_data_dir
-    from .executors import resolve_device
-    from .jobs import build_plan
-    from .outputs import file_log, machine_info, writable_run_dir, write_outputs
-    from .runner import execute
-    from .store import Store
-    from . import userdata
-
-    started = dt.datetime.now().isoformat(timespec="seconds")
     base = PRESETS[preset.lower()]
-    overrides = {k: v for k, v in dict(
-        splits=splits, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-        selection=selection.lower() if selection else None, scaler_fit=scaler_fit.lower() if scaler_fit else None,
-        cosine_tmax=cosine_tmax, subsample=_pairs(subsample, "--subsample"),
-        stage_epochs=_pairs(stage_epochs, "--stage-epochs"), early_stop=early_stop,
-    ).items() if v is not None}
-    if head is not None:
-        try:
-            overrides["head"] = tuple(int(w) for w in head.split(","))
-        except ValueError:
-            raise UserError(f"--head {head!r}: expected comma-separated widths, e.g. 350,350,350") from None
-    if selection and selection.lower() == "heldout" and scaler_fit is None:
-        overrides["scaler_fit"] = "train"  # the honest mode never lets the scaler see validation labels
-    protocol = dataclasses.replace(base["protocol"], **overrides)
-    backbones = _names(backbones) or base["backbones"]
-    strategies = _names(strategies) or base["strategies"]
-    train = _names(train) or base["train"]
-    test = _names(test) or base["test"]
-
-    if address and executor.lower() != "ray":
-        raise UserError("--address names a Ray cluster: use it with --executor ray")
-    # a Ray job resolves the device on its worker (the launcher may have no GPU)
-    device = resolve_device(device) if executor.lower() == "local" else device.lower()
-    data_root = resolve_data_dir(data_dir)
-    registry = _registry(plugin_modules)
-    for name, err in registry.broken:
-        click.echo(f"warning: plugin {name} is broken and was skipped: {err}", err=True)
-    user_datasets = userdata.dataset_specs(dataset_files)
-    userdata.add_datasets(registry, user_datasets)
-    for kind, names in (("backbone", backbones), ("strategy", strategies), ("dataset", train + test)):
-        for n in names:
-            registry.get(kind, n)
-    for name, _n in protocol.subsample + protocol.stage_epochs:
-        registry.get("dataset", name)
-    userdata.check_inputs(registry, user_datasets, backbones, train + test)
-
-    out_dir = writable_run_dir(out)
-
-    ctx = Context(registry, data_root, protocol, Path(cache_dir) if cache_dir else None)
-    plan = build_plan(ctx, backbones, strategies, train, test)
-    for b, s, reason in plan.skipped:
-        click.echo(f"warning: {b} × {s} skipped: {reason}", err=True)
-    from .study import composition_notes
-
-    notes = composition_notes(ctx, backbones, train + test)  # once per run, kept in run.json["notes"]
-    for note in notes:
-        click.echo(f"warning: {note}", err=True)
-    if not plan.stages:
-        raise UserError("nothing to run: every backbone × strategy combination was skipped")
-    store = Store(out_dir / "store.sqlite")
-    log = file_log(out_dir / "run.log")
-
-    run_info = {
-        "out": str(out_dir), "preset": preset.lower(), "command": " ".join(["paraisite-bench", *sys.argv[1:]]),
-        "backbones": list(backbones), "strategies": list(strategies), "train": list(train), "test": list(test),
-        "protocol": protocol.to_dict(), "data_dir": str(data_root), "started": started, "finished": None,
-        "versions": _versions(), "machine": platform.machine(), "workers": workers, "threads": threads,
-        "host": machine_info(),
-        "executor": executor.lower(), "address": address, "device": device,
-        "early_stop": protocol.early_stop or None, "compile": compile_mode(),
-        "cells": [dataclasses.asdict(c) for c in plan.cells], "stages": list(plan.stages),
-        "labels": {n: registry.dataset(n).label for n in dict.fromkeys(train + test)},
-        "strategy_descriptions": {s: registry.strategy(s).description for s in strategies},
-        "data": {n: ctx.dataset(n).fingerprint for n in sorted({s.dataset for s in plan.stages.values()} | set(test))},
-        "notes": notes,
-    }
-    (out_dir / "run.json").write_text(json.dumps(run_info, indent=1))
-    log(f"start: {run_info['command']}")
-    t0 = time.time()
-    outcome = None
-    try:
-        outcome = execute(plan, ctx, store, workers=workers, threads=threads, plugin_modules=plugin_modules,
-                          progress=progress, log=log, executor=executor.lower(), address=address,
-                          device=device, extra_datasets=tuple(user_datasets))
-    finally:
-        run_info["finished"] = dt.datetime.now().isoformat(timespec="seconds")
-        run_info["wall_s"] = round(time.time() - t0, 1)
-        (out_dir / "run.json").write_text(json.dumps(run_info, indent=1))
-        skipped = [{"dataset": e.source, "id": e.record_id, "problem": e.problem, "hint": e.hint}
-                   for e in {(e.source, e.record_id): e for e in ctx.skipped}.values()]
-        skipped += [{"dataset": "", "id": f"{b} × {s}", "problem": f"skipped: {reason}",
-                     "hint": "choose a backbone and strategy that fit (see `paraisite-bench plugins`)"}
-                    for b, s, reason in plan.skipped]
-        result = write_outputs(out_dir, store, run_info, skipped)
-        store.close()
-    _summary(out_dir, outcome, result, skipped, plan, run_info)
-    if outcome.interrupted:
-        raise UserError(f"interrupted: finished jobs are stored in {out_dir}; run the same command to resume")
-    if outcome.failed:
-        sys.exit(1)
+    protocol = protocol_with(
+        base["protocol"], splits=splits, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+        selection=_lower(selection), scaler_fit=_lower(scaler_fit), cosine_tmax=cosine_tmax,
+        subsample=_pairs(subsample, "--subsample"), stage_epochs=_pairs(stage_epochs, "--stage-epochs"),
+        early_stop=early_stop, head=_widths(head))
+    grid = TableRun(preset=preset.lower(), protocol=protocol,
+                    backbones=_names(backbones) or base["backbones"],
+                    strategies=_names(strategies) or base["strategies"],
+                    train=_names(train) or base["train"], test=_names(test) or base["test"])
+    run_command(grid, LaunchOptions(
+        out=out, data_dir=data_dir, cache_dir=cache_dir, plugin_modules=tuple(plugin_modules),
+        dataset_files=tuple(dataset_files), workers=workers, threads=threads, executor=_lower(executor),
+        address=address, device=device.lower(), compile_mode=_lower(compile_), progress=progress))
 
 
 def _summary(out_dir, outcome, result, skipped, plan, run_info):
@@ -281,7 +278,8 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
             echo(f"    {where}: {s['problem']}" + (f" — {s['hint']}" if s.get("hint") else ""))
     for label, err in outcome.failed[:5]:
         echo(f"  FAILED {label}: {err}")
-    echo(f"  results: {out_dir / 'results.csv'}  table: {out_dir / 'table1.csv'}  report: {out_dir / 'report.html'}")
+    echo(f"  results: {out_dir / 'results.csv'}  table: {out_dir / 'table1.csv'}  "
+         f"report: {out_dir / 'report.html'}")
 
 
 @cli.command()
@@ -292,12 +290,14 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
 @click.option("--repeats", type=click.IntRange(1), default=9, show_default=True,
               help="Repeats per candidate: repeat r uses split r and training seed seed+r.")
 @click.option("--epochs", type=click.IntRange(1), help="Epochs on the target (paper: 300).")
-@click.option("--pretrain-epochs", type=click.IntRange(1), help="Epochs of pretraining stages (default: --epochs).")
+@click.option("--pretrain-epochs", type=click.IntRange(1),
+              help="Epochs of pretraining stages (default: --epochs).")
 @click.option("--pretrain-batch-size", type=click.IntRange(1), default=256, show_default=True,
               help="Batch size of pretraining stages (CrabNet's own choice for 4-10 k formulas; the target "
                    "stages keep the protocol's 8).")
 @click.option("--stage-epochs", help="Epochs for stages on given datasets, e.g. expt_gap=100.")
-@click.option("--subsample", help="Cap records of a dataset (deterministic), e.g. elasticity_log10_kvrh=3000.")
+@click.option("--subsample",
+              help="Cap records of a dataset (deterministic), e.g. elasticity_log10_kvrh=3000.")
 @click.option("--rule", default="mean+1*std", show_default=True,
               help="Selection rule, lowest wins: mean|median|worst [+ K*std].")
 @click.option("--seed", type=int)
@@ -313,20 +313,19 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
               help="Only rewrite the study outputs from the store (no training), e.g. while a run goes on.")
 @click.option("--compile", "compile_", type=click.Choice(COMPILE_MODES, case_sensitive=False), default=None,
               help="As for run [default: $PARAISITE_BENCH_COMPILE or auto].")
-def select(candidates, dataset, repeats, epochs, pretrain_epochs, pretrain_batch_size, stage_epochs, subsample, rule, seed, selection,
-           out, data_dir, cache_dir, workers, threads, plugin_modules, progress, report_only, compile_=None):
+def select(candidates, dataset, repeats, epochs, pretrain_epochs, pretrain_batch_size, stage_epochs,
+           subsample, rule, seed, selection, out, data_dir, cache_dir, workers, threads, plugin_modules,
+           progress, report_only, compile_=None):
     """Model-selection stability study (the paper's Fig. 2): rank candidates by a stated rule."""
-    from .study import run_select
-
-    set_compile_mode(compile_)
-
-    run_select(candidates=candidates, dataset=dataset, repeats=repeats, epochs=epochs,
-               pretrain_epochs=pretrain_epochs, pretrain_batch_size=pretrain_batch_size,
-               stage_epochs=_pairs(stage_epochs, "--stage-epochs"),
-               subsample=_pairs(subsample, "--subsample"), rule=rule, seed=seed,
-               selection=selection.lower() if selection else None, out=out, data_dir=data_dir,
-               cache_dir=cache_dir, workers=workers, threads=threads, plugin_modules=plugin_modules,
-               progress=progress, registry_loader=_registry, echo=click.echo, report_only=report_only)
+    study = StabilityStudy(
+        candidates=tuple(candidates.split(",")), dataset=dataset, repeats=repeats, rule=rule, epochs=epochs,
+        pretrain_epochs=pretrain_epochs, pretrain_batch_size=pretrain_batch_size,
+        stage_epochs=_pairs(stage_epochs, "--stage-epochs") or (),
+        subsample=_pairs(subsample, "--subsample") or (),
+        seed=seed, selection=_lower(selection), report_only=report_only)
+    run_command(study, LaunchOptions(out=out, data_dir=data_dir, cache_dir=cache_dir,
+                                     plugin_modules=tuple(plugin_modules), workers=workers, threads=threads,
+                                     device="cpu", compile_mode=_lower(compile_), progress=progress))
 
 
 @cli.command()

@@ -1,5 +1,6 @@
-"""Whether backbones may compile their training step (``Backbone.accelerate``): one setting for the
-launcher and every worker, carried by the environment variable ``PARAISITE_BENCH_COMPILE``."""
+"""Whether backbones may compile their training step (``Backbone.accelerate``). The mode travels in the
+worker set-up (:class:`paraisite_bench.worker.WorkerSetup`) to every worker; the environment variable
+``PARAISITE_BENCH_COMPILE`` is only the default, of ``--compile`` and of a stage trained without a mode."""
 
 from __future__ import annotations
 
@@ -17,21 +18,14 @@ COMPILE_MIN_STEPS = 1000
 
 
 def compile_mode() -> str:
-    """The current mode: ``$PARAISITE_BENCH_COMPILE`` or auto."""
+    """The default mode: ``$PARAISITE_BENCH_COMPILE`` or auto."""
     mode = os.environ.get(ENV, "auto").strip().lower() or "auto"
     if mode not in COMPILE_MODES:
         raise UserError(f"{ENV}={mode!r}: expected one of {', '.join(COMPILE_MODES)}")
     return mode
 
 
-def set_compile_mode(mode: str | None) -> str:
-    """Set the mode for this process and the workers it starts (None: keep the environment's)."""
-    if mode is not None:
-        os.environ[ENV] = mode.lower()
-    return compile_mode()
-
-
 def wants_compile(steps: int, mode: str | None = None) -> bool:
-    """Whether a stage of ``steps`` training steps compiles under ``mode`` (None: the environment's)."""
+    """Whether a stage of ``steps`` training steps compiles under ``mode`` (None: the default mode)."""
     mode = compile_mode() if mode is None else mode
     return mode == "on" or (mode == "auto" and steps >= COMPILE_MIN_STEPS)

@@ -1,31 +1,25 @@
-"""Where jobs run: this process, local worker processes, or a Ray cluster; and on which device.
+"""Where jobs run (the executor contract) and on which device.
 
-Every executor runs the same job graph (the scheduling, dependencies and the store stay in
-:func:`paraisite_bench.runner.execute` on the launching machine). The Ray executor does not assume a
-shared filesystem for results: a job's parent checkpoint travels to the worker as bytes, and the
-trained checkpoint comes back as bytes and is written into the launching machine's store. Each Ray
-node needs the package (and its plugins) installed and the data root at the same path
-(``--data-dir``); features are cached in each node's own cache directory.
+Executors are plugins: a class derived from :class:`Executor`, registered by name through the
+``register_executors`` hook (see :mod:`paraisite_bench.hookspecs`). The built-ins (``inline``, ``local``
+and ``ray``) come from the ``paraisite_executors`` plugin package like any third party's. Whatever the
+executor, the scheduling, the dependencies and the store stay in :func:`paraisite_bench.runner.execute`
+on the launching machine; an executor only runs the tasks it is given.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import dataclasses
-import hashlib
-import os
-import tempfile
-from pathlib import Path
+from typing import Callable, ClassVar
 
 import torch
 
-from .compilation import set_compile_mode
 from .errors import UserError
 
-EXECUTORS = ("local", "ray")
 DEVICES = ("auto", "cpu", "cuda")
-#: Fraction of a GPU a Ray job asks for: the models are tiny, several jobs share one card.
-RAY_GPU_FRACTION = 0.25
+
+#: ``on_epoch(stage_key, epoch, total_epochs)``: a training stage finished an epoch.
+EpochCallback = Callable[[str, int, int], None]
 
 
 def resolve_device(name: str) -> str:
@@ -42,116 +36,70 @@ def resolve_device(name: str) -> str:
     return name
 
 
-# ---- Ray ------------------------------------------------------------------------------------------
+class Executor:
+    """Runs tasks somewhere: the contract between the runner and an executor.
 
-def _import_ray():
-    try:
-        import ray
-    except ImportError:
-        raise UserError("--executor ray needs Ray: pip install 'paraisite-bench[ray]' (or pip install ray)") from None
-    return ray
+    **Construction.** ``Executor(setup, workers=N, address=A, on_epoch=F, context=C)`` is called once per
+    command, after every dataset the tasks touch has been featurised into the feature cache.
+    ``setup`` (:class:`paraisite_bench.worker.WorkerSetup`) is everything a worker needs: data and
+    cache directories, protocol, plugin modules to import, the run's ``--dataset-file`` datasets,
+    torch threads, device, compile mode and training loop. A worker is set up with
+    ``worker.start(setup, on_epoch)`` before its first task (once per worker process). ``workers``
+    is how many tasks may run at once: the runner never has more than that many submitted and
+    unfinished. ``address`` is the ``--address`` option (None unless :attr:`takes_address`).
+    ``context`` is the launcher's own :class:`paraisite_bench.context.Context`; an executor that runs
+    tasks in the launching process may pass it to ``worker.start`` to reuse its loaded datasets.
 
+    **A task** (:class:`paraisite_bench.worker.Task`) is one stage: its spec, whether to train it
+    (else it was trained before and is only evaluated), the test datasets to evaluate it on, and paths:
+    ``checkpoint`` (where the trained checkpoint goes, or where the stored one is) and
+    ``parent_checkpoint`` (the previous stage's, verified against ``parent_checksum``).
 
-def _ray_job(setup: dict, task, parent_bytes: bytes | None, own_bytes: bytes | None) -> dict:
-    """Run one task on a Ray worker: checkpoints in and out as bytes, nothing left on its disk."""
-    from . import runner
+    **Running it.** ``submit(task)`` returns a :class:`concurrent.futures.Future` whose result is
+    ``worker.run_task(task)`` as run by a worker: a dict with ``key`` and either ``checksum``,
+    ``summary`` (training) and ``evals`` (evaluations), or ``error`` (one line, plus ``traceback`` for
+    an unexpected exception). A job that fails is a result with ``error``, not an exception; a future
+    that raises means the worker itself died, and the runner reports the job as failed.
 
-    key = repr(sorted(setup.items(), key=lambda kv: kv[0]))
-    setup = dict(setup)
-    set_compile_mode(setup.pop("compile", None))  # the launcher's --compile, for this worker's stages
-    if runner._WORKER.get("setup_key") != key:
-        try:
-            runner.setup_worker_context(**dict(setup, device=resolve_device(setup["device"])))
-        except UserError as exc:
-            return {"key": task.spec.key, "error": f"on Ray node {os.uname().nodename}: {exc}"}
-        runner._WORKER["setup_key"] = key
-    with tempfile.TemporaryDirectory(prefix="paraisite-ray-") as tmp:
-        own = Path(tmp) / "stage.pt"
-        parent = None
-        if parent_bytes is not None:
-            parent = Path(tmp) / "parent.pt"
-            parent.write_bytes(parent_bytes)
-        if own_bytes is not None:
-            own.write_bytes(own_bytes)
-        local = dataclasses.replace(task, checkpoint=str(own),
-                                    parent_checkpoint=str(parent) if parent else None)
-        out = runner.run_task(local)
-        if task.train and "error" not in out:
-            out["checkpoint_bytes"] = own.read_bytes()
-    out["host"] = os.uname().nodename
-    return out
+    **Checkpoints** are files. The runner reads and writes them at the paths in the task, in the run
+    directory on the launching machine. An executor whose workers do not share that filesystem
+    (:attr:`remote`) ships the parent's (or the stored) checkpoint to the worker and the trained one
+    back, and writes it at ``task.checkpoint`` before the future completes.
 
+    **Progress.** ``on_epoch(key, epoch, total)`` is called on the runner's thread: either directly
+    by a task that runs in this thread, or from :meth:`poll`, which the runner calls between waits
+    and which delivers what the workers reported since. An executor that cannot see epochs reports
+    all of a trained stage's epochs at once when it finishes.
 
-class RayExecutor(cf.Executor):
-    """Runs tasks as Ray tasks (``ray.init(address=...)``; a private local instance without an address)."""
+    **Shutdown and cancel.** ``shutdown(interrupted)`` is called exactly once, last. After a normal
+    end every submitted task has finished: release the workers. ``interrupted`` (Ctrl-C in the
+    launcher) means stop now: cancel what is queued and end the running tasks without waiting; the
+    runner records nothing more, and the next command resumes from the store.
+    """
 
-    def __init__(self, setup: dict, workers: int, threads: int, device: str, address: str | None = None):
-        ray = _import_ray()
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # never phone home (works offline)
-        self.ray = ray
+    #: The ``--executor`` name.
+    name: ClassVar[str] = ""
+    #: One line for ``paraisite-bench plugins``.
+    description: ClassVar[str] = ""
+    #: Whether ``--address`` means something to this executor.
+    takes_address: ClassVar[bool] = False
+    #: Whether workers may run on other machines: the device is then resolved on each worker, and
+    #: checkpoints travel with the tasks.
+    remote: ClassVar[bool] = False
+
+    def __init__(self, setup, *, workers: int = 1, address: str | None = None,
+                 on_epoch: EpochCallback | None = None, context=None):
         self.setup = setup
-        self.threads = threads
-        self.device = device
-        self._owns = not ray.is_initialized()
-        if self._owns:
-            kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
-            try:
-                if address:
-                    ray.init(address=address, **kwargs)
-                else:
-                    ray.init(num_cpus=max(1, workers) * threads, **kwargs)
-            except Exception as exc:
-                where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-                raise UserError(f"--executor ray: cannot start or reach {where} "
-                                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
-        # "auto" asks for no GPU share: a job that finds a GPU on its node uses it, else the CPU
-        self._remote = ray.remote(_ray_job).options(
-            num_cpus=threads, num_gpus=RAY_GPU_FRACTION if device == "cuda" else 0, max_retries=0)
-        self._refs: list = []
+        self.workers = max(1, workers)
+        self.address = address
+        self.on_epoch: EpochCallback = on_epoch or (lambda key, epoch, total: None)
+        self.context = context
 
-    def submit_task(self, task) -> cf.Future:
-        parent_bytes = Path(task.parent_checkpoint).read_bytes() if task.train and task.parent_checkpoint else None
-        own_bytes = None if task.train else Path(task.checkpoint).read_bytes()
-        ref = self._remote.remote(self.setup, task, parent_bytes, own_bytes)
-        self._refs.append(ref)
-        fut: cf.Future = cf.Future()
+    def submit(self, task) -> cf.Future:
+        raise NotImplementedError(f"executor {self.name!r} does not implement submit(task)")
 
-        def done(rf: cf.Future):
-            try:
-                out = rf.result()
-                data = out.pop("checkpoint_bytes", None)
-                if data is not None:  # the trained checkpoint lands in the launching machine's store
-                    if hashlib.sha256(data).hexdigest()[:20] != out.get("checksum"):
-                        out = {"key": task.spec.key, "error": "checkpoint bytes from the Ray worker do not "
-                               "match their checksum"}
-                    else:
-                        path = Path(task.checkpoint)
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        tmp = path.with_suffix(f".tmp{os.getpid()}")
-                        tmp.write_bytes(data)
-                        os.replace(tmp, path)
-                fut.set_result(out)
-            except Exception as exc:  # the Ray task itself failed (worker died, cancelled)
-                fut.set_exception(exc)
+    def poll(self) -> None:
+        """Deliver the progress reported by workers since the last call (see the class docstring)."""
 
-        ref.future().add_done_callback(done)
-        return fut
-
-    def submit(self, fn, /, *args, **kwargs) -> cf.Future:
-        """``submit(runner.run_task, task)``, as for the local executors: the task runs as a Ray task
-        (``run_task`` is the only function a RayExecutor runs: checkpoints travel as bytes around it)."""
-        from . import runner
-
-        if fn is not runner.run_task or kwargs or len(args) != 1:
-            raise TypeError("RayExecutor runs runner.run_task(task) only")
-        return self.submit_task(args[0])
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        if cancel_futures:
-            for ref in self._refs:
-                try:
-                    self.ray.cancel(ref, force=True)
-                except Exception:
-                    pass
-        if self._owns and self.ray.is_initialized():
-            self.ray.shutdown()
+    def shutdown(self, interrupted: bool = False) -> None:
+        """Release the workers; ``interrupted``: stop running and queued tasks without waiting."""

@@ -99,3 +99,48 @@ def register_strategies(register):
                 stages=(Stage(Init.weights("default"), "mix"), Stage(Init.previous(), TARGET)),
             ))
     """
+
+
+@hookspec
+def register_executors(register):
+    """Register executors (where jobs run): ``register(ExecutorSubclass)``, chosen with ``--executor NAME``.
+
+    An executor (see :class:`paraisite_bench.executors.Executor`, whose docstring is the contract:
+    what a task receives and returns, how checkpoints travel, how progress is reported, how shutdown
+    and cancel work) runs the tasks the runner submits; it sets up its workers with
+    :func:`paraisite_bench.worker.start` and runs each task with :func:`paraisite_bench.worker.run_task`.
+    Runnable example::
+
+        import concurrent.futures as cf
+        import queue
+
+        from paraisite_bench import hookimpl, worker
+        from paraisite_bench.executors import Executor
+
+        class ThreadExecutor(Executor):
+            # one background thread of this process runs the tasks, one at a time
+
+            name = "thread"
+            description = "a background thread of this process"
+
+            def __init__(self, setup, **kwargs):
+                super().__init__(setup, **kwargs)
+                self.epochs = queue.SimpleQueue()  # reported on the worker thread, delivered by poll()
+                worker.start(setup, lambda *epoch: self.epochs.put(epoch), context=self.context)
+                self.pool = cf.ThreadPoolExecutor(max_workers=1)
+
+            def submit(self, task):
+                return self.pool.submit(worker.run_task, task)
+
+            def poll(self):
+                while not self.epochs.empty():
+                    self.on_epoch(*self.epochs.get())
+
+            def shutdown(self, interrupted=False):
+                self.pool.shutdown(wait=not interrupted, cancel_futures=True)
+                worker.stop()
+
+        @hookimpl
+        def register_executors(register):
+            register(ThreadExecutor)
+    """

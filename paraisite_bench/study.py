@@ -14,17 +14,21 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import numpy as np
 
 from .context import Context
 from .errors import UserError
 from .jobs import Cell, Plan, add_stage, init_name, input_mismatch
+from .orchestrate import Command, Launch, RunDir, command_line, protocol_with, warn
+from .plugins import Registry
+from .protocol import PRESETS, Protocol
+from .runner import RunOutcome
 from .strategy import TARGET, Init, Stage
 
 #: What the repeats vary, said wherever the study's numbers are shown.
@@ -42,11 +46,10 @@ class Candidate:
     description: str
 
 
-def parse_candidate(ctx: Context, text: str) -> Candidate:
+def parse_candidate(reg: Registry, text: str) -> Candidate:
     """``megnet:eform`` (published weights), ``megnet:bandgap`` (the backbone ``megnet_bandgap`` and
     its default weights), ``crabnet:expt_gap`` (random → pretraining dataset → target),
     ``<backbone>:scratch``, or ``<backbone>:<strategy>`` for any registered strategy."""
-    reg = ctx.registry
     name = text.strip().lower()
     backbone, sep, source = name.partition(":")
     if not sep or not backbone or not source:
@@ -281,103 +284,104 @@ def write_study(out_dir: Path, plan: Plan, store, ctx: Context, meta: dict) -> d
     return study
 
 
-def run_select(*, candidates, dataset, repeats, epochs, pretrain_epochs, pretrain_batch_size, stage_epochs,
-               subsample, rule, seed,
-               selection, out, data_dir, cache_dir, workers, threads, plugin_modules, progress, registry_loader,
-               echo, report_only: bool = False) -> dict:
-    """The ``select`` command: plan, execute (resumable), write the study outputs, print the ranking."""
-    import dataclasses
-    import datetime as dt
-    import time
+@dataclass
+class StabilityStudy(Command):
+    """The ``select`` command: plan every candidate × repeat, execute (resumable), write the study outputs
+    and print the ranking. ``report_only``: the outputs from what the store holds, no training."""
 
-    from .compilation import compile_mode
-    from .data import resolve_data_dir
-    from .outputs import file_log, writable_run_dir
-    from .protocol import PRESETS
-    from .runner import execute
-    from .store import Store
+    candidates: tuple[str, ...]
+    dataset: str = "dataset1"
+    repeats: int = 9
+    rule: str = "mean+1*std"
+    epochs: int | None = None
+    pretrain_epochs: int | None = None
+    pretrain_batch_size: int | None = None
+    stage_epochs: tuple[tuple[str, int], ...] = ()
+    subsample: tuple[tuple[str, int], ...] = ()
+    seed: int | None = None
+    selection: str | None = None
+    report_only: bool = False
+    log_name = "select.log"
 
-    parse_rule(rule)
-    names = [c.strip() for c in candidates.split(",") if c.strip()]
-    if not names:
-        raise UserError("--candidates is empty: give BACKBONE:SOURCE[,...], e.g. megnet:eform,crabnet:expt_gap")
-    data_root = resolve_data_dir(data_dir)
-    registry = registry_loader(plugin_modules)
-    for name, err in registry.broken:
-        echo(f"warning: plugin {name} is broken and was skipped: {err}", err=True)
-    target = registry.dataset(dataset).name
-    protocol = PRESETS["paper"]["protocol"]
-    overrides = {k: v for k, v in dict(epochs=epochs, seed=seed, selection=selection).items() if v is not None}
-    if selection == "heldout":
-        overrides["scaler_fit"] = "train"
-    protocol = dataclasses.replace(protocol, splits=repeats, **overrides)
-    ctx = Context(registry, data_root, protocol, Path(cache_dir) if cache_dir else None)
-    parsed = [parse_candidate(ctx, n) for n in dict.fromkeys(names)]
-    pre = {s.dataset for c in parsed for s in c.stages if s.dataset != TARGET}
-    per_stage = dict(stage_epochs or ())
-    if pretrain_epochs:
-        per_stage = {**{d: pretrain_epochs for d in pre}, **per_stage}
-    for name in list(per_stage) + [n for n, _ in (subsample or ())]:
-        registry.get("dataset", name)
-    batches = {d: pretrain_batch_size for d in pre} if pretrain_batch_size else {}
-    protocol = dataclasses.replace(protocol, stage_epochs=tuple(sorted(per_stage.items())),
-                                   stage_batch_size=tuple(sorted(batches.items())),
-                                   subsample=tuple(subsample or ()))
-    ctx = Context(registry, data_root, protocol, Path(cache_dir) if cache_dir else None)
-    plan = build_study_plan(ctx, parsed, target, repeats)
-    out_dir = writable_run_dir(out)
-    notes = composition_notes(ctx, [c.backbone for c in parsed], [target])
-    for n in notes:
-        echo(f"warning: {n}", err=True)
-    store = Store(out_dir / "store.sqlite")
-    log = file_log(out_dir / "select.log")
+    def __post_init__(self):
+        parse_rule(self.rule)
+        self.candidates = tuple(dict.fromkeys(c.strip() for c in self.candidates if c.strip()))
+        if not self.candidates:
+            raise UserError("--candidates is empty: give BACKBONE:SOURCE[,...], "
+                            "e.g. megnet:eform,crabnet:expt_gap")
+        self.target = self.dataset
+        self.parsed: list[Candidate] = []
+        self.notes: list[str] = []
+        self.meta: dict = {}
 
-    meta = {"command": " ".join(["paraisite-bench", *sys.argv[1:]]), "dataset": target, "dataset_label": registry.dataset(target).label, "repeats": repeats,
-            "rule": rule, "epochs": protocol.epochs, "stage_epochs": dict(protocol.stage_epochs),
+    def plan(self, launch: Launch) -> tuple[Context, Plan]:
+        registry = launch.registry
+        self.target = registry.dataset(self.dataset).name
+        self.parsed = [parse_candidate(registry, c) for c in self.candidates]
+        ctx = launch.context(self._protocol())
+        plan = build_study_plan(ctx, self.parsed, self.target, self.repeats)
+        self.notes = composition_notes(ctx, [c.backbone for c in self.parsed], [self.target])
+        for note in self.notes:
+            warn(note)
+        return ctx, plan
+
+    def _protocol(self) -> Protocol:
+        """The paper's protocol with one split per repeat; pretraining stages get their own epochs and
+        batch size."""
+        pre = {s.dataset for c in self.parsed for s in c.stages if s.dataset != TARGET}
+        per_stage = dict(self.stage_epochs)
+        if self.pretrain_epochs:
+            per_stage = {**{d: self.pretrain_epochs for d in pre}, **per_stage}
+        batches = {d: self.pretrain_batch_size for d in pre} if self.pretrain_batch_size else {}
+        return protocol_with(PRESETS["paper"]["protocol"], splits=self.repeats, epochs=self.epochs,
+                             seed=self.seed, selection=self.selection,
+                             stage_epochs=tuple(sorted(per_stage.items())),
+                             stage_batch_size=tuple(sorted(batches.items())), subsample=tuple(self.subsample))
+
+    def start(self, run: RunDir) -> None:
+        protocol, ctx = run.ctx.protocol, run.ctx
+        self.meta = {
+            "command": command_line(), "dataset": self.target,
+            "dataset_label": ctx.registry.dataset(self.target).label, "repeats": self.repeats,
+            "rule": self.rule, "epochs": protocol.epochs, "stage_epochs": dict(protocol.stage_epochs),
             "stage_batch_size": dict(protocol.stage_batch_size),
             "subsample": dict(protocol.subsample), "selection": protocol.selection,
             "candidates": {c.name: {"backbone": c.backbone, "description": c.description,
-                                    "settings": ctx.backbone(c.backbone).settings()} for c in parsed},
-            "protocol": protocol.to_dict(), "notes": notes, "workers": workers, "threads": threads,
-            "compile": compile_mode(),
-            "started": dt.datetime.now().isoformat(timespec="seconds")}
-    log(f"select: {len(plan.stages)} stages, {len(plan.cells)} candidate × repeat cells")
-    t0 = time.time()
-    outcome = None
-    try:
-        if report_only:  # the study outputs from what the store holds (e.g. while a long run goes on)
-            from .runner import RunOutcome
+                                    "settings": ctx.backbone(c.backbone).settings()} for c in self.parsed},
+            "protocol": protocol.to_dict(), "notes": self.notes, "workers": run.launch.options.workers,
+            "threads": run.launch.options.threads, "compile": run.launch.compile_mode, "started": run.started}
+        run.log(f"select: {len(run.plan.stages)} stages, {len(run.plan.cells)} candidate × repeat cells")
 
-            outcome = RunOutcome(reused=sum(1 for k in plan.stages if store.done(k)))
-            meta.pop("started")
-        else:
-            outcome = execute(plan, ctx, store, workers=workers, threads=threads, plugin_modules=plugin_modules,
-                              progress=progress, log=log)
-    finally:
-        meta["wall_s"] = round(time.time() - t0, 1)
-        meta["finished"] = dt.datetime.now().isoformat(timespec="seconds")
-        previous = out_dir / "study.json"
-        if report_only and previous.exists():  # keep the timing and command of the run that trained
+    def execute(self, run: RunDir) -> RunOutcome:
+        if not self.report_only:
+            return super().execute(run)
+        self.meta.pop("started")
+        return RunOutcome(reused=sum(1 for k in run.plan.stages if run.store.done(k)))
+
+    def finish(self, run: RunDir, outcome: RunOutcome | None) -> dict:
+        self.meta.update(wall_s=run.wall_s, finished=run.finished)
+        previous = run.path / "study.json"
+        if self.report_only and previous.exists():  # keep the timing and command of the run that trained
             try:
                 old = json.loads(previous.read_text())
-                meta.update({k: old[k] for k in ("command", "started", "finished", "wall_s") if k in old})
+                kept = ("command", "started", "finished", "wall_s")
+                self.meta.update({k: old[k] for k in kept if k in old})
             except (ValueError, OSError):
                 pass
-        study = write_study(out_dir, plan, store, ctx, meta)
-        store.close()
-    echo(f"\nparaisite-bench select: {outcome.trained} stages trained, {outcome.reused} reused, "
-         f"{len(outcome.failed)} failed, {outcome.wall_s:.0f} s")
-    echo(f"  {study['dataset_label']}, {repeats} repeats ({REPEATS_VARY}); rule: lowest {rule}")
-    width = max([len(r["candidate"]) for r in study["ranked"]] + [9]) + 2
-    echo("  rank  " + "candidate".ljust(width) + "mean     std      worst    CV     score    n")
-    for r in study["ranked"]:
-        echo(f"  {r['rank']:<5} {r['candidate']:<{width}}{r['mean']:<9.3f}{r['std']:<9.3f}{r['worst']:<9.3f}"
-             f"{r['cv']:<7.2f}{r['score']:.3f}")
-    for label, err in outcome.failed[:5]:
-        echo(f"  FAILED {label}: {err}")
-    echo(f"  table: {out_dir / 'study.csv'}  plot: {out_dir / 'study.svg'}  runs: {out_dir / 'study_runs.csv'}")
-    if outcome.interrupted:
-        raise UserError(f"interrupted: finished stages are stored in {out_dir}; run the same command to resume")
-    if outcome.failed:
-        raise SystemExit(1)
-    return study
+        return write_study(run.path, run.plan, run.store, run.ctx, self.meta)
+
+    def summary(self, run: RunDir, outcome: RunOutcome, study: dict) -> None:
+        echo = click.echo
+        echo(f"\nparaisite-bench select: {outcome.trained} stages trained, {outcome.reused} reused, "
+             f"{len(outcome.failed)} failed, {outcome.wall_s:.0f} s")
+        echo(f"  {study['dataset_label']}, {self.repeats} repeats ({REPEATS_VARY}); rule: lowest {self.rule}")
+        width = max([len(r["candidate"]) for r in study["ranked"]] + [9]) + 2
+        echo("  rank  " + "candidate".ljust(width) + "mean     std      worst    CV     score    n")
+        for r in study["ranked"]:
+            echo(f"  {r['rank']:<5} {r['candidate']:<{width}}{r['mean']:<9.3f}{r['std']:<9.3f}"
+                 f"{r['worst']:<9.3f}{r['cv']:<7.2f}{r['score']:.3f}")
+        for label, err in outcome.failed[:5]:
+            echo(f"  FAILED {label}: {err}")
+        out_dir = run.path
+        echo(f"  table: {out_dir / 'study.csv'}  plot: {out_dir / 'study.svg'}  "
+             f"runs: {out_dir / 'study_runs.csv'}")
