@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import checkpoint_digest, load_checkpoint, save_checkpoint
 from .compilation import compile_mode
 from .context import Context
 from .errors import UserError
@@ -26,8 +27,7 @@ from .plugins import load_registry
 from .protocol import Protocol
 from .store import Store
 from .userdata import add_datasets
-from .train import (StageSpec, checkpoint_digest, evaluate, load_checkpoint, save_checkpoint, stage_ids,
-                    train_stage)
+from .train import StageSpec, evaluate, stage_ids, train_stage
 
 
 @dataclass(frozen=True)
@@ -229,12 +229,12 @@ def execute(plan: Plan, ctx: Context, store: Store, workers: int = 1, threads: i
         if "error" in result:
             failed_keys.add(spec.key)
             outcome.failed.append((spec.label, result["error"]))
-            store.save_failure(dataclasses.asdict(spec), result["error"])
+            store.save_failure(spec.record(), result["error"])
             if log:
                 log(f"job {spec.label} failed: {result['error']}" + ("\n" + result.get("traceback", "")))
             return
         if task.train:
-            store.save_stage(dataclasses.asdict(spec), result["summary"], result["checksum"])
+            store.save_stage(spec.record(), result["summary"], result["checksum"])
             outcome.trained += 1
         store.save_evals(spec.key, result["evals"])
         outcome.evaluated += len(result["evals"])

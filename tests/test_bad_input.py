@@ -106,7 +106,7 @@ def test_bad_records_are_skipped_and_reported(cli, tmp_path, data_dir, monkeypat
     import plugins_for_tests
 
     ctx = Context(load_registry([plugins_for_tests]), data_dir, Protocol(), tmp_path / "c")
-    test_ids = ctx.split("userfile", 0).test
+    test_ids = ctx.split("userfile", 0, Protocol().training_options("userfile")).test
     assert len(ctx.dataset("userfile").records) == 27 and len(test_ids) == 5
     expected = len([i for i in test_ids if i not in {"broken-cif", "polonium", "no-cif"}])
     rows = list(csv.DictReader(open(out / "results.csv")))

@@ -1,4 +1,4 @@
-"""Splits, the target transform and MAPE."""
+"""Splits, target kinds (transform, loss, metric) and self-describing checkpoints."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ import torch
 
 from paraisite_bench.context import Context
 from paraisite_bench.plugins import load_registry
-from paraisite_bench.protocol import Protocol, TargetTransform, mape
+from paraisite_bench.protocol import Protocol
+from paraisite_bench.targets import LogStandardTransform as TargetTransform
+from paraisite_bench.targets import mape
+
+#: The split options of a stage on Dataset1 under the default protocol.
+OPTS = Protocol().training_options("dataset1")
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +26,7 @@ def test_splits_are_80_20_disjoint_nested_and_reproducible(ctx, data_dir):
     assert len(ids) == 95
     seen_tests = []
     for r in range(9):
-        s = ctx.split("dataset1", r)
+        s = ctx.split("dataset1", r, OPTS)
         assert set(s.train).isdisjoint(s.test)
         assert set(s.train) | set(s.test) == ids
         assert len(s.test) == 19
@@ -30,14 +35,14 @@ def test_splits_are_80_20_disjoint_nested_and_reproducible(ctx, data_dir):
         seen_tests.append(s.test)
     assert len(set(seen_tests)) == 9  # nine different validation sets
     again = Context(load_registry(), data_dir, Protocol(), ctx.cache_dir)
-    assert again.split("dataset1", 3) == ctx.split("dataset1", 3)
-    other_seed = Context(load_registry(), data_dir, Protocol(seed=7), ctx.cache_dir)
-    assert other_seed.split("dataset1", 3).test != ctx.split("dataset1", 3).test
+    assert again.split("dataset1", 3, OPTS) == ctx.split("dataset1", 3, OPTS)
+    other_seed = Protocol(seed=7).training_options("dataset1")
+    assert ctx.split("dataset1", 3, other_seed).test != ctx.split("dataset1", 3, OPTS).test
 
 
 def test_mix_split_is_the_union_of_its_components(ctx):
     for r in range(3):
-        mix, d1, d2 = ctx.split("mix", r), ctx.split("dataset1", r), ctx.split("dataset2", r)
+        mix, d1, d2 = (ctx.split(name, r, OPTS) for name in ("mix", "dataset1", "dataset2"))
         assert set(mix.test) == set(d1.test) | set(d2.test)
         assert set(mix.train) == set(d1.train) | set(d2.train)
         # no MIX training record is in Dataset1's or Dataset2's test part of the same split

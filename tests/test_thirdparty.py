@@ -37,7 +37,7 @@ def test_the_example_imports_only_the_public_contract():
 def _record(formula, structure):
     from paraisite_bench.data import Record
 
-    return Record(id=formula, formula=formula, kappa=1.0, cif=structure.to(fmt="cif"), source="reference")
+    return Record(id=formula, formula=formula, value=1.0, cif=structure.to(fmt="cif"), source="reference")
 
 
 def test_published_weights_reproduce_reference_formation_energies(data_dir):
