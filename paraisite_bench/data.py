@@ -160,7 +160,8 @@ def read_ltc_json(path: Path, source_name: str) -> tuple[dict, list[Record]]:
         raise UserError(f"{path}: cannot read as JSON ({exc}); expected "
                         "{name, records:[{id, formula, kappa, cif}]}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("records"), list):
-        raise UserError(f"{path}: no 'records' list; expected {{name, records:[{{id, formula, kappa, cif}}]}}")
+        raise UserError(f"{path}: no 'records' list; "
+                        "expected {name, records:[{id, formula, kappa, cif}]}")
     records = []
     for i, r in enumerate(doc["records"]):
         if not isinstance(r, dict):

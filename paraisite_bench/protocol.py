@@ -136,7 +136,8 @@ def with_training_seed(options: Mapping, seed: int) -> dict:
     return dict(options, seed=seed, split_seed=SplitOptions.of(options).seed)
 
 
-def make_split(dataset: str, ids, r: int, seed: int, test_fraction: float, inner_val_fraction: float) -> Split:
+def make_split(dataset: str, ids, r: int, seed: int, test_fraction: float,
+               inner_val_fraction: float) -> Split:
     """Split r of a dataset: depends only on (dataset name, ids, r, seed), so it is identical for
     every backbone and strategy (paired comparisons) and reproducible."""
     ids = sorted(ids)

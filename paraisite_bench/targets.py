@@ -9,7 +9,8 @@ A :class:`TargetKind` owns three things that must agree with each other:
 - its metric (numpy) in the target's units, with the metric's name (the ``metric`` of an evaluation).
 
 Two kinds are built in: :data:`KAPPA_KIND` (the paper's lattice thermal conductivity) and
-:data:`REGRESSION_KIND` (any other real-valued target, e.g. a band gap). A checkpoint names its kind; :func:`target_kind` finds it.
+:data:`REGRESSION_KIND` (any other real-valued target, e.g. a band gap). A checkpoint names its kind;
+:func:`target_kind` finds it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import numpy as np
 import torch
 
 from .errors import UserError
-
 
 # ---- fitted transforms ------------------------------------------------------------------------
 

@@ -201,7 +201,9 @@ def _accelerate(bb, model, make_batch, data: StageData, spec: StageSpec, loop: s
     steps = spec.options["epochs"] * -(-len(data.train_feats) // bs)
     if loop == "fast" and wants_compile(steps, compile_mode):
         sample = make_batch(list(range(min(bs, len(data.train_feats)))))
-        accelerated = bb.accelerate(model.backbone, bb.to_device(sample, device) if device.type != "cpu" else sample)
+        if device.type != "cpu":
+            sample = bb.to_device(sample, device)
+        accelerated = bb.accelerate(model.backbone, sample)
         if accelerated:
             info["accelerated"] = accelerated  # stored with the stage (provenance), not part of its key
 

@@ -12,9 +12,7 @@ from paraisite_bench.errors import UserError
 from paraisite_bench.plugins import load_registry
 from paraisite_bench.protocol import Protocol, SplitOptions, with_training_seed
 from paraisite_bench.strategy import Init
-from paraisite_bench.targets import KAPPA_KIND, REGRESSION_KIND, target_kind
-from paraisite_bench.targets import LogStandardTransform as TargetTransform
-from paraisite_bench.targets import mape
+from paraisite_bench.targets import KAPPA_KIND, REGRESSION_KIND, LogStandardTransform, mape, target_kind
 from paraisite_bench.train import StageSpec, build_model, evaluate, predict, train_stage
 
 #: The split options of a stage on Dataset1 under the default protocol.
@@ -56,7 +54,7 @@ def test_mix_split_is_the_union_of_its_components(ctx):
 
 def test_target_transform_round_trip():
     kappa = np.array([0.51, 2.17, 34.5, 1769.0])
-    t = TargetTransform.fit(kappa)
+    t = LogStandardTransform.fit(kappa)
     y = t.forward(kappa)
     assert abs(y.mean()) < 1e-9 and abs(y.std() - 1) < 1e-9
     np.testing.assert_allclose(t.inverse(y), kappa, rtol=1e-10)
@@ -72,7 +70,7 @@ def test_mape_is_a_fraction_on_kappa():
 @pytest.mark.parametrize("y, direction", [(-40.0, -1), (40.0, 1), (0.3, 1)])
 def test_mape_loss_gradient_never_vanishes(y, direction):
     """A model predicting far below (κ → −1) or above the range still gets a gradient pointing back."""
-    t = TargetTransform(mean=0.5, std=0.4)
+    t = LogStandardTransform(mean=0.5, std=0.4)
     pred = torch.tensor([y], requires_grad=True)
     true = torch.tensor([1.0])  # standardised ≈ -0.5
     loss = torch.mean(torch.abs(t.inverse(pred) - true) / true)
@@ -81,7 +79,7 @@ def test_mape_loss_gradient_never_vanishes(y, direction):
 
 
 def test_predictions_are_physical():
-    t = TargetTransform(mean=0.5, std=0.4)
+    t = LogStandardTransform(mean=0.5, std=0.4)
     assert t.inverse(np.array([-40.0]))[0] == 0.0
     assert t.inverse(torch.tensor([-40.0])).item() == 0.0
     assert t.inverse(np.array([40.0]))[0] == pytest.approx(1e8 - 1)
@@ -143,7 +141,8 @@ def test_kind_losses_and_metrics_match_numpy():
     # regression: L1 on the standardised value; MAE in the target's units
     s = REGRESSION_KIND.fit(VALUES)
     z = (VALUES - VALUES.mean()) / VALUES.std()
-    assert REGRESSION_KIND.loss(torch.tensor(raw), values, s).item() == pytest.approx(np.mean(np.abs(raw - z)))
+    loss = REGRESSION_KIND.loss(torch.tensor(raw), values, s).item()
+    assert loss == pytest.approx(np.mean(np.abs(raw - z)))
     pred = raw * VALUES.std() + VALUES.mean()
     assert REGRESSION_KIND.metric(pred, VALUES) == pytest.approx(np.mean(np.abs(pred - VALUES)))
     assert REGRESSION_KIND.metric_name == "mae"
@@ -199,7 +198,8 @@ def test_a_checkpoint_alone_rebuilds_the_trained_model(ctx, trained, tmp_path):
 def test_a_checkpoint_written_before_it_described_itself_still_evaluates(ctx, trained):
     """Checkpoints of earlier runs hold the weights, (mean, std) and the transform's kind only."""
     spec, payload, _ = trained
-    old = {"model": payload["model"], "transform": (payload["transform"]["mean"], payload["transform"]["std"]),
+    mean_std = (payload["transform"]["mean"], payload["transform"]["std"])
+    old = {"model": payload["model"], "transform": mean_std,
            "transform_kind": "log10p1", "target": "kappa", "key": spec.key, "backbone": "megnet",
            "best_epoch": payload["best_epoch"]}
     tests = ["dataset1", "dataset2"]
@@ -211,5 +211,5 @@ def test_a_checkpoint_written_before_it_described_itself_still_evaluates(ctx, tr
 def test_a_checkpoint_of_other_backbone_settings_is_refused_in_one_line(ctx, trained):
     _, payload, _ = trained
     other = dict(payload, backbone_settings={**payload["backbone_settings"], "cutoff": 99.0})
-    with pytest.raises(UserError, match=r"^checkpoint ckpt: trained with megnet settings .* but the registered"):
+    with pytest.raises(UserError, match=r"^checkpoint ckpt: trained with megnet settings .* but the regist"):
         model_from_checkpoint(ctx, other)

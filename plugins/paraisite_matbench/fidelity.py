@@ -87,7 +87,8 @@ def run(backbone: str, task_name: str, epochs: int, batch_size: int, folds: list
     mb = MatbenchTask(task.matbench, autoload=False)
     records = load_task(task)
     target_col = mb.metadata.target
-    mb.df = pd.DataFrame({"composition": [r.formula for r in records], target_col: [r.value for r in records]},
+    mb.df = pd.DataFrame({"composition": [r.formula for r in records],
+                          target_col: [r.value for r in records]},
                          index=[r.id for r in records])
     ctx = fold_context_class()(registry, data_dir, protocol, cache_dir)
     ctx.task_name = task.name
@@ -136,7 +137,8 @@ def main(argv=None) -> int:
     from paraisite_bench.data import resolve_data_dir
     from paraisite_bench.errors import UserError
 
-    p = argparse.ArgumentParser(prog="python -m paraisite_matbench.fidelity", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m paraisite_matbench.fidelity",
+                                description=__doc__.split("\n\n")[0])
     p.add_argument("--backbone", default="crabnet")
     p.add_argument("--task", default="expt_gap", choices=sorted(__import__("paraisite_matbench").TASKS))
     p.add_argument("--epochs", type=int, default=40)
