@@ -161,7 +161,7 @@ def stored_run(tmp_path_factory, data_dir, cache_dir):
 def _stored(out: Path) -> dict:
     con = sqlite3.connect(out / "store.sqlite")
     stages = dict(con.execute("SELECT key, checksum FROM stages WHERE status='done'").fetchall())
-    evals = con.execute("SELECT stage_key, test, mape FROM evals").fetchall()
+    evals = con.execute("SELECT stage_key, test, value FROM evals").fetchall()
     con.close()
     return {"stages": stages, "evals": set(evals),
             "checkpoints": {k: (out / "checkpoints" / f"{k}.pt").read_bytes() for k in stages}}
