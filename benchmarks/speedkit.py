@@ -14,6 +14,7 @@ import torch
 from paraisite_bench.context import Context
 from paraisite_bench.plugins import load_registry
 from paraisite_bench.protocol import Protocol
+from paraisite_bench.strategy import Init
 from paraisite_bench.train import StageSpec, train_stage
 
 #: The reference set-up of the issue: 800 AFLOW training structures (a 1,000-structure subsample,
@@ -26,7 +27,7 @@ def context(data_dir, cache_dir, n=AFLOW_N, **protocol) -> Context:
     return Context(load_registry(), Path(data_dir), Protocol(subsample=sub, **protocol), Path(cache_dir))
 
 
-def spec(ctx: Context, dataset="aflow", split=0, epochs=2, batch_size=8, init="random") -> StageSpec:
+def spec(ctx: Context, dataset="aflow", split=0, epochs=2, batch_size=8, init=Init.random()) -> StageSpec:
     opts = dict(ctx.protocol.training_options(dataset), epochs=epochs, batch_size=batch_size)
     return StageSpec(key=f"bench-{split}", backbone="megnet", init=init, parent=None, dataset=dataset,
                      split=split, options=opts, label="bench")

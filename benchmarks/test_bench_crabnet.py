@@ -13,6 +13,7 @@ import torch
 from paraisite_bench.context import Context
 from paraisite_bench.plugins import load_registry
 from paraisite_bench.protocol import Protocol
+from paraisite_bench.strategy import Init
 from paraisite_bench.train import StageSpec, train_stage
 
 
@@ -22,7 +23,7 @@ def test_crabnet_train_epoch(benchmark, data_dir, tmp_path, dataset, batch):
     protocol = dataclasses.replace(Protocol(epochs=1), stage_batch_size=((dataset, batch),))
     ctx = Context(load_registry(), data_dir, protocol, tmp_path)
     ctx.features("crabnet", dataset)
-    spec = StageSpec(key="bench", backbone="crabnet", init="random", parent=None, dataset=dataset, split=0,
+    spec = StageSpec(key="bench", backbone="crabnet", init=Init.random(), parent=None, dataset=dataset, split=0,
                      options=protocol.training_options(dataset), label="bench")
     rounds = 3 if dataset == "dataset1" else 1
     _, summary = benchmark.pedantic(lambda: train_stage(ctx, spec, None), rounds=rounds, iterations=1)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import speedkit as kit
 import torch
 
-import speedkit as kit
 from paraisite_bench.train import evaluate, train_stage
 
 HERE = Path(__file__).resolve().parent

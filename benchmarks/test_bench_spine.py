@@ -9,6 +9,7 @@ import torch
 from paraisite_bench.context import Context
 from paraisite_bench.plugins import load_registry
 from paraisite_bench.protocol import Protocol
+from paraisite_bench.strategy import Init
 from paraisite_bench.train import StageSpec, train_stage
 
 
@@ -30,7 +31,7 @@ def test_train_epoch_dataset1_batch8(benchmark, data_dir, tmp_path):
     ctx = _ctx(data_dir, tmp_path)
     ctx.features("megnet", "dataset1")
     options = Protocol(epochs=1).training_options("dataset1")
-    spec = StageSpec(key="bench", backbone="megnet", init="random", parent=None, dataset="dataset1", split=0,
+    spec = StageSpec(key="bench", backbone="megnet", init=Init.random(), parent=None, dataset="dataset1", split=0,
                      options=options, label="bench")
     _, summary = benchmark.pedantic(lambda: train_stage(ctx, spec, None), rounds=5, iterations=1)
     benchmark.extra_info["train_structures_per_s_incl_validation"] = summary["n_train"] / benchmark.stats.stats.mean

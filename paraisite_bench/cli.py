@@ -18,8 +18,19 @@ from .context import Context
 from .errors import UserError
 from .executors import DEVICES
 from .jobs import Plan, build_plan
-from .orchestrate import (Command, Launch, LaunchOptions, RunDir, command_line, load_plugins, protocol_with,
-                          run_command, skipped_rows, warn, write_run_outputs)
+from .orchestrate import (
+    Command,
+    Launch,
+    LaunchOptions,
+    RunDir,
+    command_line,
+    load_plugins,
+    protocol_with,
+    run_command,
+    skipped_rows,
+    warn,
+    write_run_outputs,
+)
 from .outputs import machine_info
 from .protocol import PRESETS, SELECTION_MODES, Protocol
 from .runner import RunOutcome

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import torch
 
 from .data import LoadContext, Record, records_fingerprint, validate_records
 from .errors import RecordError, UserError
 from .plugins import Registry
-from .protocol import Protocol, Split, make_split, stable_hash, subsample_ids
+from .protocol import Protocol, Split, SplitOptions, make_split, stable_hash, subsample_ids
 
 
 @dataclass
@@ -27,7 +28,10 @@ def default_cache_dir() -> Path:
 
 
 class Context:
-    """Datasets (validated, subsampled), features per (backbone, dataset) and splits."""
+    """Datasets (validated, subsampled), features per (backbone, dataset) and splits.
+
+    The protocol decides each dataset's subsample (part of the dataset's identity and fingerprint);
+    splits are decided by the options a caller passes (a stage's own options)."""
 
     def __init__(self, registry: Registry, data_dir: Path, protocol: Protocol, cache_dir: Path | None = None):
         self.registry = registry
@@ -76,18 +80,19 @@ class Context:
         return loaded
 
     # ---- splits ------------------------------------------------------------------------------
-    def split(self, name: str, r: int) -> Split:
-        """Split r of a dataset (a union dataset's split r is the union of its components')."""
+    def split(self, name: str, r: int, options: SplitOptions | Mapping) -> Split:
+        """Split r of a dataset with the seed and fractions of ``options`` (a stage's options, or
+        :class:`SplitOptions`); a union dataset's split r is the union of its components'."""
+        opts = options if isinstance(options, SplitOptions) else SplitOptions.of(options)
         spec = self.registry.dataset(name)
         if spec.components:
-            parts = [self.split(c, r) for c in spec.components]
+            parts = [self.split(c, r, opts) for c in spec.components]
             out = parts[0]
             for p in parts[1:]:
                 out = out | p
             return out
-        p = self.protocol
-        return make_split(spec.name, self.dataset(name).records, r, p.seed, p.test_fraction,
-                          p.inner_val_fraction)
+        return make_split(spec.name, self.dataset(name).records, r, opts.seed, opts.test_fraction,
+                          opts.inner_val_fraction)
 
     # ---- features ----------------------------------------------------------------------------
     def backbone(self, name: str):

@@ -13,17 +13,19 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .errors import RecordError, UserError
+from .targets import KAPPA_KIND, REGRESSION_KIND, TargetKind
 
 DATA_ENV = "PARAISITE_BENCH_DATA"
 
 
 @dataclass(frozen=True)
 class Record:
-    """One material: an id, a reduced formula, kappa in W/(m K) at 300 K and (optionally) a CIF."""
+    """One material: an id, a reduced formula, the value of its dataset's target (κ in W/(m K) at 300 K
+    for the paper's datasets; see :class:`Target`) and (optionally) a CIF."""
 
     id: str
     formula: str
-    kappa: float
+    value: float
     cif: str | None = None
     source: str = ""
 
@@ -76,21 +78,13 @@ def _cif_without_atoms(text: str) -> bool:
 
 @dataclass(frozen=True)
 class Target:
-    """What a dataset's ``Record.kappa`` field holds (the field keeps its name for compatibility).
-
-    ``transform``: "log10p1" (y = log10(v + 1), then standardised: κ) or "standardise" (standardised
-    only); ``metric``: "mape" (κ) or "mae"; ``positive``: values must be > 0 (κ) rather than finite.
-    """
+    """What a dataset's ``Record.value`` holds: its name and units, its :class:`~.targets.TargetKind`
+    (transform, loss, metric) and whether values must be > 0 (κ) rather than only finite."""
 
     name: str = "kappa"
     units: str = "W/(m K)"
-    transform: str = "log10p1"
-    metric: str = "mape"
+    kind: TargetKind = KAPPA_KIND
     positive: bool = True
-
-    @property
-    def is_kappa(self) -> bool:
-        return self.transform == "log10p1" and self.metric == "mape"
 
 
 #: The default target: lattice thermal conductivity at 300 K.
@@ -98,8 +92,8 @@ KAPPA = Target()
 
 
 def regression_target(name: str, units: str, positive: bool = False) -> Target:
-    """A non-κ regression target: standardised only, scored by MAE."""
-    return Target(name=name, units=units, transform="standardise", metric="mae", positive=positive)
+    """A non-κ regression target: standardised, trained by L1, scored by MAE."""
+    return Target(name=name, units=units, kind=REGRESSION_KIND, positive=positive)
 
 
 @dataclass
@@ -166,14 +160,15 @@ def read_ltc_json(path: Path, source_name: str) -> tuple[dict, list[Record]]:
         raise UserError(f"{path}: cannot read as JSON ({exc}); expected "
                         "{name, records:[{id, formula, kappa, cif}]}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("records"), list):
-        raise UserError(f"{path}: no 'records' list; expected {{name, records:[{{id, formula, kappa, cif}}]}}")
+        raise UserError(f"{path}: no 'records' list; "
+                        "expected {name, records:[{id, formula, kappa, cif}]}")
     records = []
     for i, r in enumerate(doc["records"]):
         if not isinstance(r, dict):
-            records.append(Record(id=f"#{i}", formula="", kappa=float("nan"), source=source_name))
+            records.append(Record(id=f"#{i}", formula="", value=float("nan"), source=source_name))
             continue
         records.append(Record(id=str(r.get("id", f"#{i}")), formula=str(r.get("formula", "")),
-                              kappa=r.get("kappa"), cif=r.get("cif"), source=source_name))
+                              value=r.get("kappa"), cif=r.get("cif"), source=source_name))
     return doc, records
 
 
@@ -188,28 +183,28 @@ def validate_records(name: str, records: Sequence[Record],
     seen: set[str] = set()
     for r in records:
         try:
-            kappa = float(r.kappa)
+            value = float(r.value)
         except (TypeError, ValueError):
-            bad.append(RecordError(name, r.id, f"{what} {r.kappa!r} is not a number", unit_hint))
+            bad.append(RecordError(name, r.id, f"{what} {r.value!r} is not a number", unit_hint))
             continue
-        if math.isnan(kappa) or math.isinf(kappa):
-            bad.append(RecordError(name, r.id, f"{what} is {kappa}", f"{unit_hint} (finite)"))
+        if math.isnan(value) or math.isinf(value):
+            bad.append(RecordError(name, r.id, f"{what} is {value}", f"{unit_hint} (finite)"))
             continue
-        if target.positive and kappa <= 0:
-            bad.append(RecordError(name, r.id, f"{what} {kappa} ≤ 0",
+        if target.positive and value <= 0:
+            bad.append(RecordError(name, r.id, f"{what} {value} ≤ 0",
                                    f"{units} must be positive ({target.units})"))
             continue
         if r.id in seen:
             bad.append(RecordError(name, r.id, "duplicate id", "ids must be unique; the first one is kept"))
             continue
         seen.add(r.id)
-        good.append(r if kappa == r.kappa else Record(r.id, r.formula, kappa, r.cif, r.source))
+        good.append(r if value == r.value else Record(r.id, r.formula, value, r.cif, r.source))
     return good, bad
 
 
 def records_fingerprint(records: Sequence[Record]) -> str:
-    """A checksum of the records' content (id, κ, CIF), independent of where they were read from."""
+    """A checksum of the records' content (id, value, CIF), independent of where they were read from."""
     h = hashlib.sha256()
     for r in records:
-        h.update(f"{r.id}\x1f{r.kappa!r}\x1f{r.cif or r.formula}\x1e".encode())
+        h.update(f"{r.id}\x1f{r.value!r}\x1f{r.cif or r.formula}\x1e".encode())
     return h.hexdigest()[:16]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from .context import Context
 from .errors import UserError
 from .protocol import stable_hash
+from .strategy import Init
 from .train import StageSpec
 
 
@@ -32,9 +33,6 @@ class Plan:
     #: (backbone, strategy) pairs that cannot run, with the reason
     skipped: list[tuple[str, str, str]] = field(default_factory=list)
 
-    def dependents(self, key: str) -> list[str]:
-        return [k for k, s in self.stages.items() if s.parent == key]
-
 
 def input_mismatch(ctx: Context, backbone, datasets) -> str | None:
     """Why ``backbone`` cannot use one of ``datasets`` (a structure backbone on a composition-only
@@ -50,18 +48,19 @@ def input_mismatch(ctx: Context, backbone, datasets) -> str | None:
     return None
 
 
-def init_name(bb, init) -> str:
-    """A stage's init as keyed and labelled: ``random``, ``previous`` or ``weights:<resolved source>``."""
-    return f"weights:{bb.resolve_source(init.source)}" if init.kind == "weights" else init.kind
+def resolved_init(bb, init: Init) -> Init:
+    """``init`` with its weights source resolved for backbone ``bb`` (``default`` → the backbone's own)."""
+    return Init.weights(bb.resolve_source(init.source)) if init.kind == "weights" else init
 
 
-def add_stage(plan: Plan, ctx: Context, bb, init: str, parent: str | None, dataset: str, split: int,
+def add_stage(plan: Plan, ctx: Context, bb, init: Init, parent: str | None, dataset: str, split: int,
               options: dict, label: str) -> str:
     """Key a training stage by everything that determines its result (backbone and its settings, init,
     parent stage, dataset and data checksums, split, options), add it to ``plan`` once, return its key.
-    Stages with the same key are trained once and shared by every job that needs them."""
+    Stages with the same key are trained once and shared by every job that needs them. ``init`` has
+    its source resolved (:func:`resolved_init`); the key hashes its string form."""
     key = stable_hash({
-        "backbone": bb.name, "settings": bb.settings(), "init": init, "parent": parent,
+        "backbone": bb.name, "settings": bb.settings(), "init": str(init), "parent": parent,
         "dataset": dataset, "data": [ctx.dataset(a).fingerprint for a in ctx.atomic_names(dataset)],
         "split": split, "options": options,
     })
@@ -108,7 +107,7 @@ def build_plan(ctx: Context, backbones, strategies, train, test) -> Plan:
                     labels = []
                     for st in chain:
                         ds = reg.dataset(st.dataset).name
-                        init = init_name(bb, st.init)
+                        init = resolved_init(bb, st.init)
                         labels.append(f"{init}>{ds}" if not labels else ds)
                         parent = add_stage(plan, ctx, bb, init, parent, ds, r, protocol.training_options(ds),
                                            f"{bb.name}:{'>'.join(labels)}#{r}")

@@ -3,8 +3,8 @@ entry-point group (built-ins included), or from modules passed in explicitly (te
 
 from __future__ import annotations
 
-import importlib.metadata
 import dataclasses
+import importlib.metadata
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable
 

@@ -1,4 +1,4 @@
-"""The protocol: target transform, splits, metrics and the options that define a run."""
+"""The protocol: the options that define a run, and the splits of a dataset."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import hashlib
 import json
 import zlib
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
-import torch
 
 SELECTION_MODES = {
     "paper": "epoch selected on the 20 % validation part, MAPE reported on that same part (as the paper)",
@@ -60,11 +60,9 @@ class Protocol:
             "seed": self.seed, "test_fraction": self.test_fraction, "selection": self.selection,
             "inner_val_fraction": self.inner_val_fraction, "scaler_fit": self.scaler_fit,
             "cosine_tmax": self.cosine_tmax, "head": list(self.head),
-            # version of the training loop's semantics (2: straight-through clamp of the κ prediction;
-            # 3: the fast loop's fused Adam, whose last-bit differences fine-tuning from published weights
-            # amplifies into different per-split results after a few epochs: results of the loops never mix;
-            # 4: backbones' fast paths (MEGNet's re-implemented forward, compiled for long stages) round
-            # differently from 3's matgl modules: same function, results of the two never mix)
+            # the training loop's numerics: a stage trained by a loop that rounds differently (another
+            # optimiser kernel, another forward implementation of a backbone) gets another number, so that
+            # results of different numerics never share a key; 4 = the current loop
             "trainer": 4,
             "subsample": self.subsample_for(dataset),
             # only when on, so that the default protocol's job keys are unchanged
@@ -99,97 +97,6 @@ def stable_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-# ---- target transform -------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class TargetTransform:
-    """y = (log10(κ + 1) − mean) / std, and back."""
-
-    mean: float
-    std: float
-
-    @staticmethod
-    def fit(kappa) -> "TargetTransform":
-        logk = np.log10(np.asarray(kappa, dtype=np.float64) + 1.0)
-        std = float(logk.std())
-        return TargetTransform(float(logk.mean()), std if std > 0 else 1.0)
-
-    def forward(self, kappa):
-        if isinstance(kappa, torch.Tensor):
-            return (torch.log10(kappa + 1.0) - self.mean) / self.std
-        return (np.log10(np.asarray(kappa, dtype=np.float64) + 1.0) - self.mean) / self.std
-
-    #: Predicted log10(κ+1) is kept in [0, 8]: κ ≥ 0 (physical) and no float32 overflow.
-    LOG_RANGE = (0.0, 8.0)
-
-    def inverse(self, y):
-        """κ from a (standardised) prediction. On tensors the clamp to LOG_RANGE is straight-through:
-        the value is clamped but the gradient is not cut, so a model that undershoots (κ → −1, where
-        10^z has no slope) or overshoots is pulled back instead of being stuck."""
-        lo, hi = self.LOG_RANGE
-        if isinstance(y, torch.Tensor):
-            z = y * self.std + self.mean
-            z = z + (z.clamp(lo, hi) - z).detach()
-            return torch.pow(10.0, z) - 1.0
-        z = np.clip(np.asarray(y, dtype=np.float64) * self.std + self.mean, lo, hi)
-        return np.power(10.0, z) - 1.0
-
-
-@dataclass(frozen=True)
-class StandardTransform:
-    """y = (v − mean) / std, and back: the transform of a non-κ target (e.g. a band gap in eV)."""
-
-    mean: float
-    std: float
-
-    @staticmethod
-    def fit(values) -> "StandardTransform":
-        v = np.asarray(values, dtype=np.float64)
-        std = float(v.std())
-        return StandardTransform(float(v.mean()), std if std > 0 else 1.0)
-
-    def forward(self, v):
-        if isinstance(v, torch.Tensor):
-            return (v - self.mean) / self.std
-        return (np.asarray(v, dtype=np.float64) - self.mean) / self.std
-
-    def inverse(self, y):
-        if isinstance(y, torch.Tensor):
-            return y * self.std + self.mean
-        return np.asarray(y, dtype=np.float64) * self.std + self.mean
-
-
-def fit_transform(target, values):
-    """The transform a dataset's :class:`~paraisite_bench.data.Target` asks for, fitted on ``values``."""
-    if target.transform == "log10p1":
-        return TargetTransform.fit(values)
-    if target.transform == "standardise":
-        return StandardTransform.fit(values)
-    raise ValueError(f"unknown target transform {target.transform!r}")
-
-
-def make_transform(kind: str, mean: float, std: float):
-    """Rebuild a fitted transform from a checkpoint's (kind, mean, std)."""
-    return TargetTransform(mean, std) if kind == "log10p1" else StandardTransform(mean, std)
-
-
-def mae(pred, true) -> float:
-    """Mean absolute error in the target's units."""
-    return float(np.mean(np.abs(np.asarray(pred, dtype=np.float64) - np.asarray(true, dtype=np.float64))))
-
-
-def metric_for(target):
-    """The metric function of a target: MAPE for κ, MAE otherwise."""
-    return mape if target.metric == "mape" else mae
-
-
-def mape(pred, true) -> float:
-    """Mean absolute percentage error as a fraction (0.34 = 34 %), as in the paper's Table I."""
-    pred = np.asarray(pred, dtype=np.float64)
-    true = np.asarray(true, dtype=np.float64)
-    return float(np.mean(np.abs(pred - true) / np.abs(true)))
-
-
 # ---- splits -----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -207,7 +114,30 @@ class Split:
                      self.inner_train + other.inner_train, self.inner_val + other.inner_val)
 
 
-def make_split(dataset: str, ids, r: int, seed: int, test_fraction: float, inner_val_fraction: float) -> Split:
+@dataclass(frozen=True)
+class SplitOptions:
+    """What decides split r of a dataset besides its ids: the seed and the two fractions."""
+
+    seed: int
+    test_fraction: float
+    inner_val_fraction: float
+
+    @staticmethod
+    def of(options: Mapping) -> "SplitOptions":
+        """The split options of a stage's options: ``split_seed`` when they carry one (a stage whose
+        training seed is varied apart from its splits, see :func:`with_training_seed`), else ``seed``."""
+        return SplitOptions(options.get("split_seed", options["seed"]), options["test_fraction"],
+                            options["inner_val_fraction"])
+
+
+def with_training_seed(options: Mapping, seed: int) -> dict:
+    """A stage's options trained with another ``seed`` on the same splits: the splits' seed is kept as
+    ``split_seed`` (part of the stage's key, like every option)."""
+    return dict(options, seed=seed, split_seed=SplitOptions.of(options).seed)
+
+
+def make_split(dataset: str, ids, r: int, seed: int, test_fraction: float,
+               inner_val_fraction: float) -> Split:
     """Split r of a dataset: depends only on (dataset name, ids, r, seed), so it is identical for
     every backbone and strategy (paired comparisons) and reproducible."""
     ids = sorted(ids)

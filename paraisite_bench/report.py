@@ -39,7 +39,15 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from .protocol import SELECTION_MODES
-from .reference import PAPER_BACKBONE, PAPER_CAVEATS, PAPER_CITATION, PAPER_TABLE1, PAPER_URL, README_SOURCE, STRATEGY_STEP
+from .reference import (
+    PAPER_BACKBONE,
+    PAPER_CAVEATS,
+    PAPER_CITATION,
+    PAPER_TABLE1,
+    PAPER_URL,
+    README_SOURCE,
+    STRATEGY_STEP,
+)
 
 DATASET_ORDER = ["dataset1", "dataset2", "mix", "aflow"]
 STRATEGY_ORDER = ["scratch", "pretrained", "double"]

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
+from .checkpoint import checkpoint_digest
 from .context import Context
 from .executors import Executor
 from .jobs import Plan
 from .store import Store
-from .train import checkpoint_digest, stage_ids
+from .train import stage_ids
 from .worker import Task, WorkerSetup
 
 #: How often the scheduling loop wakes up to deliver progress while jobs run (seconds).
@@ -136,12 +137,12 @@ class Schedule:
         if "error" in result:
             self.failed.add(spec.key)
             self.outcome.failed.append((spec.label, result["error"]))
-            self.store.save_failure(dataclasses.asdict(spec), result["error"])
+            self.store.save_failure(spec.record(), result["error"])
             if self.log:
                 self.log(f"job {spec.label} failed: {result['error']}" + ("\n" + result.get("traceback", "")))
             return
         if task.train:
-            self.store.save_stage(dataclasses.asdict(spec), result["summary"], result["checksum"])
+            self.store.save_stage(spec.record(), result["summary"], result["checksum"])
             self.outcome.trained += 1
         self.store.save_evals(spec.key, result["evals"])
         self.outcome.evaluated += len(result["evals"])

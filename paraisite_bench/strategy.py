@@ -34,6 +34,8 @@ class Init:
         return Init("previous")
 
     def __str__(self) -> str:
+        """The one string form of an init (``random``, ``previous``, ``weights:<source>``): what stage
+        keys hash, labels show and the store keeps. It is never parsed back: keep the object."""
         return f"weights:{self.source}" if self.kind == "weights" else self.kind
 
 

@@ -24,10 +24,10 @@ import numpy as np
 
 from .context import Context
 from .errors import UserError
-from .jobs import Cell, Plan, add_stage, init_name, input_mismatch
+from .jobs import Cell, Plan, add_stage, input_mismatch, resolved_init
 from .orchestrate import Command, Launch, RunDir, command_line, protocol_with, warn
 from .plugins import Registry
-from .protocol import PRESETS, Protocol
+from .protocol import PRESETS, Protocol, with_training_seed
 from .runner import RunOutcome
 from .strategy import TARGET, Init, Stage
 
@@ -101,11 +101,11 @@ def build_study_plan(ctx: Context, candidates: list[Candidate], target: str, rep
             labels = []
             for i, st in enumerate(chain):
                 last = i == len(chain) - 1
-                init = init_name(bb, st.init)
+                init = resolved_init(bb, st.init)
                 options = protocol.training_options(st.dataset)
                 split = r if last else 0
-                if last:
-                    options = dict(options, seed=protocol.seed + r, split_seed=protocol.seed)
+                if last:  # repeat r: training seed seed + r on split r made with the protocol's seed
+                    options = with_training_seed(options, protocol.seed + r)
                 labels.append(f"{init}>{st.dataset}" if not labels else st.dataset)
                 parent = add_stage(plan, ctx, bb, init, parent, st.dataset, split, options,
                                    f"{cand.name}:{'>'.join(labels)}#{split}")
@@ -170,7 +170,7 @@ def composition_notes(ctx: Context, backbones, datasets) -> list[str]:
                     key = Composition(rec.formula).reduced_formula
                 except Exception:
                     key = rec.formula
-                groups.setdefault(key, []).append(rec.kappa)
+                groups.setdefault(key, []).append(rec.value)
             dup = {f: v for f, v in groups.items() if len(v) > 1 and len(set(v)) > 1}
             if dup:
                 examples = ", ".join(f"{f} ({' vs '.join(f'{x:.3g}' for x in v)})" for f, v in list(dup.items())[:3])

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import io
-import hashlib
-import os
 import random
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from .backbone import ParAIsiteModel
+from .checkpoint import checkpoint_payload, model_from_checkpoint
 from .compilation import wants_compile
 from .context import Context
+from .data import Target
 from .errors import UserError
-from .protocol import fit_transform, make_transform, metric_for
+from .strategy import Init
 
 
 @dataclass(frozen=True)
@@ -27,12 +25,18 @@ class StageSpec:
 
     key: str
     backbone: str
-    init: str  # "random" | "weights:<source>" | "previous"
+    #: How the stage's model starts, with its weights source resolved (``weights:eform``, never
+    #: ``weights:default``); ``str(init)`` is the form keys, labels and the store use.
+    init: Init
     parent: str | None
     dataset: str
     split: int
     options: dict
     label: str = ""
+
+    def record(self) -> dict:
+        """The spec as the store keeps it (JSON-ready): every field, the init in its string form."""
+        return {**{f.name: getattr(self, f.name) for f in fields(self)}, "init": str(self.init)}
 
 
 def seed_everything(seed: int) -> None:
@@ -46,37 +50,17 @@ def _batches(items: list, size: int):
         yield items[i:i + size]
 
 
-def checkpoint_digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:20]
-
-
-def save_checkpoint(path: Path, payload: dict) -> str:
-    """Write atomically (tmp + rename) and return the file's digest."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    data = buf.getvalue()
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return hashlib.sha256(data).hexdigest()[:20]
-
-
-def load_checkpoint(path: Path, digest: str | None = None) -> dict:
-    if digest is not None and checkpoint_digest(path) != digest:
-        raise UserError(f"checkpoint {path} does not match its recorded checksum (corrupted): "
-                        "it will be retrained")
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
 def build_model(ctx: Context, spec: StageSpec, parent_ckpt: dict | None) -> tuple[ParAIsiteModel, dict]:
+    """The stage's model as it starts (random, published weights or the parent's model), and what was
+    loaded into it (stored with the stage as its ``weights_info``: ``init``, ``init_kind``, ``source``)."""
     bb = ctx.backbone(spec.backbone)
     module = bb.build()
-    info: dict[str, Any] = {"init": spec.init}
-    if spec.init.startswith("weights:"):
-        info.update(bb.load_weights(module, spec.init.split(":", 1)[1], ctx.data_dir))
+    info: dict[str, Any] = {"init": str(spec.init), "init_kind": spec.init.kind}
+    if spec.init.kind == "weights":
+        info["source"] = spec.init.source
+        info.update(bb.load_weights(module, spec.init.source, ctx.data_dir))
     model = ParAIsiteModel(module, bb.representation_dim, tuple(spec.options["head"]))
-    if spec.init == "previous":
+    if spec.init.kind == "previous":
         if parent_ckpt is None:
             raise RuntimeError(f"stage {spec.label} needs its parent's checkpoint")
         model.load_state_dict(parent_ckpt["model"], strict=True)
@@ -119,9 +103,10 @@ def _predict_fast(model, bb, feats: list, device=None, batcher=None) -> torch.Te
 
 
 def predict(model, backbone, feats: list, device=None) -> torch.Tensor:
-    """A trained model's raw (standardised) outputs on featurised records, in the model's eval mode; pass them
-    through the stage's transform (``make_transform``) for values in the target's units. Public, for plugins
-    and scripts that score a model outside the runner (e.g. matbench's folds)."""
+    """A trained model's raw (transformed) outputs on featurised records, in the model's eval mode; pass
+    them through the checkpoint's transform (``model_from_checkpoint(...).transform.inverse``) for values
+    in the target's units. Public, for plugins and scripts that score a model outside the runner (e.g.
+    matbench's folds)."""
     model.eval()
     return _predict_fast(model, backbone, list(feats), device)
 
@@ -146,12 +131,147 @@ def stage_ids(ctx: Context, spec: StageSpec) -> tuple[list[str], list[str]]:
     """(training ids, epoch-selection ids) of a stage: the 80/20 parts in paper mode, the inner parts
     of the 80 % in held-out mode; records the backbone could not featurise are left out."""
     feats = ctx.features(spec.backbone, spec.dataset)
-    split = ctx.split(spec.dataset, spec.split)
+    split = ctx.split(spec.dataset, spec.split, spec.options)
     if spec.options["selection"] == "paper":
         train_ids, val_ids = split.train, split.test
     else:
         train_ids, val_ids = split.inner_train, split.inner_val
     return [i for i in train_ids if i in feats], [i for i in val_ids if i in feats]
+
+
+@dataclass
+class StageData:
+    """A stage's records as its training loop uses them, and the target transform fitted for it."""
+
+    train_ids: list[str]
+    val_ids: list[str]
+    train_feats: list
+    val_feats: list
+    #: training values (float32, on the stage's device) and validation values, in the target's units
+    train_values: torch.Tensor
+    val_values: np.ndarray
+    target: Target
+    transform: Any
+
+
+def stage_data(ctx: Context, spec: StageSpec, device: torch.device) -> StageData:
+    """The stage's training and validation records; the transform is fitted on the split's records
+    ("all") or its training part ("train"), as ``options["scaler_fit"]`` says."""
+    feats = ctx.features(spec.backbone, spec.dataset)
+    records = ctx.dataset(spec.dataset).records
+    split = ctx.split(spec.dataset, spec.split, spec.options)
+    train_ids, val_ids = stage_ids(ctx, spec)
+    if not train_ids or not val_ids:
+        raise UserError(f"stage {spec.label}: nothing to train on ({len(train_ids)} training, "
+                        f"{len(val_ids)} validation records)")
+    fit_on = split.train + split.test if spec.options["scaler_fit"] == "all" else split.train
+    target = ctx.registry.dataset(spec.dataset).target
+    transform = target.kind.fit([records[i].value for i in fit_on if i in feats])
+    return StageData(
+        train_ids, val_ids, [feats[i] for i in train_ids], [feats[i] for i in val_ids],
+        torch.tensor([records[i].value for i in train_ids], dtype=torch.float32, device=device),
+        np.array([records[i].value for i in val_ids]), target, transform)
+
+
+def _model_and_optimiser(ctx: Context, spec: StageSpec, parent_ckpt: dict | None, loop: str,
+                         device: torch.device):
+    """(model on ``device``, weights info, optimiser, lr scheduler or None)."""
+    model, info = build_model(ctx, spec, parent_ckpt)
+    model.to(device)
+    optimizer = _optimizer(model.parameters(), spec.options["lr"], loop, device)
+    tmax = spec.options["cosine_tmax"]
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=tmax) if tmax else None
+    return model, info, optimizer, scheduler
+
+
+def _batching(bb, model, data: StageData, loop: str, device: torch.device):
+    """(``indices -> training batch``, ``() -> raw predictions on the validation records``) of a loop."""
+    if loop == "fast":
+        val_batcher = bb.batcher(data.val_feats)
+        return (bb.batcher(data.train_feats),
+                lambda: _predict_fast(model, bb, data.val_feats, device, val_batcher))
+    return (lambda idx: bb.collate([data.train_feats[i] for i in idx]),
+            lambda: _predict(model, bb, data.val_feats, device=device))
+
+
+def _accelerate(bb, model, make_batch, data: StageData, spec: StageSpec, loop: str, device: torch.device,
+                compile_mode: str | None, info: dict) -> None:
+    """Let the backbone speed up a long stage of the fast loop (see ``Backbone.accelerate``)."""
+    bs = spec.options["batch_size"]
+    steps = spec.options["epochs"] * -(-len(data.train_feats) // bs)
+    if loop == "fast" and wants_compile(steps, compile_mode):
+        sample = make_batch(list(range(min(bs, len(data.train_feats)))))
+        if device.type != "cpu":
+            sample = bb.to_device(sample, device)
+        accelerated = bb.accelerate(model.backbone, sample)
+        if accelerated:
+            info["accelerated"] = accelerated  # stored with the stage (provenance), not part of its key
+
+
+def _train_epoch(model, bb, optimizer, make_batch, data: StageData, gen: torch.Generator, bs: int,
+                 device: torch.device) -> float:
+    """One pass over the training records in a shuffled order; returns the mean training loss."""
+    model.train()
+    order = torch.randperm(len(data.train_feats), generator=gen).tolist()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
+    loss_fn = data.target.kind.loss
+    for idx in _batches(order, bs):
+        batch = make_batch(idx)
+        if device.type != "cpu":
+            batch = bb.to_device(batch, device)
+        values = data.train_values[idx]
+        loss = loss_fn(model(batch).reshape(-1), values, data.transform)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach().double() * len(idx)  # no host sync per step
+        count += len(idx)
+    return float(total) / count
+
+
+def _validate(model, predict_val, data: StageData) -> float:
+    """The target kind's metric on the validation records (in the target's units)."""
+    model.eval()
+    return data.target.kind.metric(data.transform.inverse(predict_val().numpy()), data.val_values)
+
+
+@dataclass
+class EpochLoopResult:
+    best_val: float
+    best_epoch: int
+    best_state: dict | None
+    curves: list[dict]
+    stopped: int | None
+
+
+def _epoch_loop(model, bb, optimizer, scheduler, make_batch, predict_val, data: StageData, opts: dict,
+                device: torch.device, on_epoch) -> EpochLoopResult:
+    """Train ``opts["epochs"]`` epochs (fewer with early stopping); keep the weights of the epoch with
+    the best validation metric."""
+    gen = torch.Generator().manual_seed(opts["seed"])
+    epochs = opts["epochs"]
+    patience = opts.get("early_stop") or 0
+    out = EpochLoopResult(float("inf"), 0, None, [], None)
+    for epoch in range(1, epochs + 1):
+        train_loss = _train_epoch(model, bb, optimizer, make_batch, data, gen, opts["batch_size"], device)
+        lr = optimizer.param_groups[0]["lr"]
+        if scheduler is not None:
+            scheduler.step()
+        val = _validate(model, predict_val, data)
+        out.curves.append({"epoch": epoch, "train_mape": train_loss, "val_mape": val, "lr": lr})
+        if val < out.best_val:
+            out.best_val, out.best_epoch = val, epoch
+            out.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if on_epoch:
+            on_epoch(epoch, epochs)
+        if patience and epoch - out.best_epoch >= patience and epoch < epochs:
+            out.stopped = epoch
+            if on_epoch:  # progress counts the epochs that will not run as done
+                for skipped in range(epoch + 1, epochs + 1):
+                    on_epoch(skipped, epochs)
+            break
+    return out
 
 
 def train_stage(ctx: Context, spec: StageSpec, parent_ckpt: dict | None,
@@ -161,7 +281,7 @@ def train_stage(ctx: Context, spec: StageSpec, parent_ckpt: dict | None,
 
     ``loop`` picks the training loop (see :data:`LOOPS`); ``device`` where the model runs.
     With ``options["early_stop"] = P`` (off unless given) training stops after P epochs without a
-    better validation MAPE; the selected epoch is still the best one seen."""
+    better validation metric; the selected epoch is still the best one seen."""
     if loop not in LOOPS:
         raise ValueError(f"unknown training loop {loop!r}: expected one of {LOOPS}")
     t0 = time.time()
@@ -169,128 +289,51 @@ def train_stage(ctx: Context, spec: StageSpec, parent_ckpt: dict | None,
     opts = spec.options
     seed_everything(opts["seed"])
     bb = ctx.backbone(spec.backbone)
-    feats = ctx.features(spec.backbone, spec.dataset)
-    records = ctx.dataset(spec.dataset).records
-    split = ctx.split(spec.dataset, spec.split)
-    train_ids, val_ids = stage_ids(ctx, spec)
-    if not train_ids or not val_ids:
-        raise UserError(f"stage {spec.label}: nothing to train on ({len(train_ids)} training, "
-                        f"{len(val_ids)} validation records)")
-    scaler_ids = [i for i in (split.train + split.test if opts["scaler_fit"] == "all" else split.train) if i in feats]
-    target = ctx.registry.dataset(spec.dataset).target
-    transform = fit_transform(target, [records[i].kappa for i in scaler_ids])
-    metric = metric_for(target)
-
-    model, info = build_model(ctx, spec, parent_ckpt)
-    model.to(device)
-    optimizer = _optimizer(model.parameters(), opts["lr"], loop, device)
-    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=opts["cosine_tmax"])
-                 if opts["cosine_tmax"] else None)
-
-    train_feats = [feats[i] for i in train_ids]
-    train_kappa = torch.tensor([records[i].kappa for i in train_ids], dtype=torch.float32, device=device)
-    val_feats = [feats[i] for i in val_ids]
-    val_kappa = np.array([records[i].kappa for i in val_ids])
-    gen = torch.Generator().manual_seed(opts["seed"])
-    bs = opts["batch_size"]
-    epochs = opts["epochs"]
-    patience = opts.get("early_stop") or 0
-    if loop == "fast":
-        train_batcher = bb.batcher(train_feats)
-        val_batcher = bb.batcher(val_feats)
-        make_batch = train_batcher
-        predict_val = lambda: _predict_fast(model, bb, val_feats, device, val_batcher)  # noqa: E731
-    else:
-        make_batch = lambda idx: bb.collate([train_feats[i] for i in idx])  # noqa: E731
-        predict_val = lambda: _predict(model, bb, val_feats, device=device)  # noqa: E731
-    on_device = device.type != "cpu"
-    steps = epochs * -(-len(train_feats) // bs)
-    if loop == "fast" and wants_compile(steps, compile_mode):
-        sample = make_batch(list(range(min(bs, len(train_feats)))))
-        accelerated = bb.accelerate(model.backbone, bb.to_device(sample, device) if on_device else sample)
-        if accelerated:
-            info["accelerated"] = accelerated  # stored with the stage (provenance), not part of its key
-    curves = []
-    best = (float("inf"), 0, None)
-    stopped = None
+    data = stage_data(ctx, spec, device)
+    model, info, optimizer, scheduler = _model_and_optimiser(ctx, spec, parent_ckpt, loop, device)
+    make_batch, predict_val = _batching(bb, model, data, loop, device)
+    _accelerate(bb, model, make_batch, data, spec, loop, device, compile_mode, info)
     # Denormal floats (below 1.2e-38) cost ~100× a normal operation on x86. Fine-tuning from published
     # weights drives some activations there (softplus of large negative inputs, their gradients): a compiled
     # AFLOW stage from MEGNet's formation-energy weights ran 2.8× slower than one from random weights.
     # The fast loop flushes them to zero on its thread for the stage (values that small do not change
     # a float32 MAPE) and restores the default after.
-    flush = loop == "fast" and not on_device and torch.set_flush_denormal(True)
+    flush = loop == "fast" and device.type == "cpu" and torch.set_flush_denormal(True)
     try:
-        for epoch in range(1, epochs + 1):
-            model.train()
-            order = torch.randperm(len(train_feats), generator=gen).tolist()
-            total = torch.zeros((), dtype=torch.float64, device=device)
-            count = 0
-            for idx in _batches(order, bs):
-                batch = make_batch(idx)
-                if on_device:
-                    batch = bb.to_device(batch, device)
-                kappa = train_kappa[idx]
-                if target.metric == "mape":  # MAPE on κ (the paper's loss)
-                    pred = transform.inverse(model(batch).reshape(-1))
-                    loss = torch.mean(torch.abs(pred - kappa) / kappa)
-                else:  # other targets: L1 on the standardised value (∝ MAE in the target's units)
-                    loss = torch.mean(torch.abs(model(batch).reshape(-1) - transform.forward(kappa)))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += loss.detach().double() * len(idx)  # no host sync per step
-                count += len(idx)
-            lr = optimizer.param_groups[0]["lr"]
-            if scheduler is not None:
-                scheduler.step()
-            model.eval()
-            val_mape = metric(transform.inverse(predict_val().numpy()), val_kappa)
-            curves.append({"epoch": epoch, "train_mape": float(total) / count, "val_mape": val_mape, "lr": lr})
-            if val_mape < best[0]:
-                best = (val_mape, epoch, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
-            if on_epoch:
-                on_epoch(epoch, epochs)
-            if patience and epoch - best[1] >= patience and epoch < epochs:
-                stopped = epoch
-                if on_epoch:  # progress counts the epochs that will not run as done
-                    for skipped in range(epoch + 1, epochs + 1):
-                        on_epoch(skipped, epochs)
-                break
+        result = _epoch_loop(model, bb, optimizer, scheduler, make_batch, predict_val, data, opts, device,
+                             on_epoch)
     finally:
         if flush:
             torch.set_flush_denormal(False)
-
-    payload = {"model": best[2], "transform": (transform.mean, transform.std),
-               "transform_kind": target.transform, "target": target.name, "key": spec.key,
-               "backbone": spec.backbone, "best_epoch": best[1]}
-    summary = {"best_epoch": best[1], "best_val": best[0], "n_train": len(train_ids), "n_val": len(val_ids),
-               "weights_info": info, "curves": curves, "wall_s": time.time() - t0}
-    if patience:
-        summary["early_stop"] = {"patience": patience, "stopped_epoch": stopped}
+    payload = checkpoint_payload(result.best_state, bb, tuple(opts["head"]), data.target.name,
+                                 data.target.kind, data.transform, key=spec.key, best_epoch=result.best_epoch)
+    summary = {"best_epoch": result.best_epoch, "best_val": result.best_val, "n_train": len(data.train_ids),
+               "n_val": len(data.val_ids), "weights_info": info, "curves": result.curves,
+               "wall_s": time.time() - t0}
+    if opts.get("early_stop"):
+        summary["early_stop"] = {"patience": opts["early_stop"], "stopped_epoch": result.stopped}
     return payload, summary
 
 
 def evaluate(ctx: Context, spec: StageSpec, ckpt: dict, test_datasets, *, loop: str = "fast",
              device: str | torch.device = "cpu") -> list[dict]:
-    """MAPE (κ space) of a trained stage on split r's 20 % part of each test dataset; the model is
-    built and loaded once for all of them."""
-    bb = ctx.backbone(spec.backbone)
+    """The metric of each test dataset's target kind (MAPE for κ) for a trained stage on split r's 20 %
+    part of each test dataset; the model is rebuilt from the checkpoint once for all of them."""
+    restored = model_from_checkpoint(ctx, ckpt)
+    bb = restored.backbone
     device = torch.device(device)
-    model = ParAIsiteModel(bb.build(), bb.representation_dim, tuple(spec.options["head"]))
-    model.load_state_dict(ckpt["model"], strict=True)
-    model.to(device)
+    model = restored.model.to(device)
     model.eval()
-    transform = make_transform(ckpt.get("transform_kind", "log10p1"), *ckpt["transform"])
     results = []
     for test_dataset in test_datasets:
-        feats = ctx.features(spec.backbone, test_dataset)
+        feats = ctx.features(bb.name, test_dataset)
         records = ctx.dataset(test_dataset).records
-        target = ctx.registry.dataset(test_dataset).target
-        ids = [i for i in ctx.split(test_dataset, spec.split).test if i in feats]
+        kind = ctx.registry.dataset(test_dataset).target.kind
+        ids = [i for i in ctx.split(test_dataset, spec.split, spec.options).test if i in feats]
         test_feats = [feats[i] for i in ids]
         raw = (_predict_fast(model, bb, test_feats, device) if loop == "fast"
                else _predict(model, bb, test_feats, device=device))
-        pred = transform.inverse(raw.numpy())
-        results.append({"test": test_dataset, "metric": target.metric,
-                        "value": metric_for(target)(pred, [records[i].kappa for i in ids]), "n_test": len(ids)})
+        pred = restored.transform.inverse(raw.numpy())
+        results.append({"test": test_dataset, "metric": kind.metric_name,
+                        "value": kind.metric(pred, [records[i].value for i in ids]), "n_test": len(ids)})
     return results

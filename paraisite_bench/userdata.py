@@ -81,7 +81,7 @@ def _record(raw: dict, index: int, base: Path, source: str) -> Record:
     formula = str(raw.get("formula") or "").strip()
     if not formula and cif:
         formula = _formula_of(cif)
-    return UserRecord(id=rid, formula=formula, kappa=_number(raw.get("kappa")), cif=cif, source=source,
+    return UserRecord(id=rid, formula=formula, value=_number(raw.get("kappa")), cif=cif, source=source,
                       problem=problem)
 
 

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import load_checkpoint, save_checkpoint
 from .context import Context
 from .data import DatasetSpec
 from .errors import UserError
 from .executors import EpochCallback
 from .plugins import load_registry
 from .protocol import Protocol
-from .train import StageSpec, evaluate, load_checkpoint, save_checkpoint, train_stage
+from .train import StageSpec, evaluate, train_stage
 from .userdata import add_datasets
 
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from paraisite_bench import hookimpl
 from paraisite_megnet import MEGNetBackbone
+
+from paraisite_bench import hookimpl
 from paraisite_bench.data import DatasetSpec, read_ltc_json
 from paraisite_bench.strategy import TARGET, Init, Stage, Strategy
 

@@ -8,7 +8,6 @@ import json
 import sqlite3
 
 import pytest
-
 from conftest import SMALL
 
 ONE_JOB = ["--strategies", "scratch", "--splits", "1", "--epochs", "1"]
@@ -99,14 +98,14 @@ def test_bad_records_are_skipped_and_reported(cli, tmp_path, data_dir, monkeypat
     assert "8 record(s) skipped" in stdout
     # the split is made on the 27 records with a valid κ and id; the test part then loses the
     # records that cannot be featurised (broken CIF, Po, no CIF)
+    import plugins_for_tests
+
     from paraisite_bench.context import Context
     from paraisite_bench.plugins import load_registry
     from paraisite_bench.protocol import Protocol
 
-    import plugins_for_tests
-
     ctx = Context(load_registry([plugins_for_tests]), data_dir, Protocol(), tmp_path / "c")
-    test_ids = ctx.split("userfile", 0).test
+    test_ids = ctx.split("userfile", 0, Protocol().training_options("userfile")).test
     assert len(ctx.dataset("userfile").records) == 27 and len(test_ids) == 5
     expected = len([i for i in test_ids if i not in {"broken-cif", "polonium", "no-cif"}])
     rows = list(csv.DictReader(open(out / "results.csv")))
@@ -161,7 +160,7 @@ def stored_run(tmp_path_factory, data_dir, cache_dir):
 def _stored(out: Path) -> dict:
     con = sqlite3.connect(out / "store.sqlite")
     stages = dict(con.execute("SELECT key, checksum FROM stages WHERE status='done'").fetchall())
-    evals = con.execute("SELECT stage_key, test, mape FROM evals").fetchall()
+    evals = con.execute("SELECT stage_key, test, value FROM evals").fetchall()
     con.close()
     return {"stages": stages, "evals": set(evals),
             "checkpoints": {k: (out / "checkpoints" / f"{k}.pt").read_bytes() for k in stages}}

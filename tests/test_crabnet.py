@@ -29,7 +29,7 @@ def _backbone():
 
 
 def _batch(bb, formulas=FORMULAS):
-    return bb.collate([bb.featurise(Record(id=f, formula=f, kappa=1.0)) for f in formulas])
+    return bb.collate([bb.featurise(Record(id=f, formula=f, value=1.0)) for f in formulas])
 
 
 def test_featurisation_matches_crabnets_own_edm():
@@ -98,7 +98,7 @@ def test_bad_formula_and_unknown_size_setting_are_clear(monkeypatch):
 
     bb = _backbone()
     with pytest.raises(RecordError, match="does not parse"):
-        bb.featurise(Record(id="x", formula="Xx2!", kappa=1.0, source="t"))
+        bb.featurise(Record(id="x", formula="Xx2!", value=1.0, source="t"))
     monkeypatch.setenv("PARAISITE_BENCH_CRABNET", "d_modle=64")
     with pytest.raises(UserError, match="unknown setting 'd_modle'"):
         _backbone()
@@ -116,7 +116,6 @@ def test_targets_decide_record_validation():
 def test_matbench_rows_carry_the_official_fold_ids():
     """Row i of crabnet's csv is matbench's mb-<task>-<i+1>: the ids are exactly the official folds'."""
     from matbench.metadata import mbv01_validation
-
     from paraisite_matbench import TASKS, load_task
 
     for name in ("expt_gap", "steels_yield", "elasticity_log10_kvrh", "phonons"):

@@ -9,7 +9,6 @@ import sqlite3
 
 import pytest
 import torch
-
 from conftest import SMALL
 
 #: scratch + double on Dataset1 (double depends on the AFLOW stage of the same split), 1 split.
@@ -52,7 +51,7 @@ def test_ray_executor_gives_the_local_results_and_ships_checkpoints_back(serial,
     assert code == 0, err
     assert _rows(out / "results.csv") == _rows(serial / "results.csv")
     # every trained stage's checkpoint is in the launching machine's store and matches its checksum
-    from paraisite_bench.train import checkpoint_digest
+    from paraisite_bench.checkpoint import checkpoint_digest
 
     con = sqlite3.connect(out / "store.sqlite")
     rows = con.execute("SELECT key, checksum FROM stages WHERE status='done'").fetchall()

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 #: 4 stages (scratch and pretrained × 2 splits) of Dataset1, 6 epochs: long enough to kill mid-job.

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from paraisite_megnet import MEGNetBackbone
 from pymatgen.core import Lattice, Structure
 
 from paraisite_bench.data import Record
 from paraisite_bench.errors import RecordError, UserError
-from paraisite_megnet import MEGNetBackbone
 
 # DGL reference predictions of MEGNet-MP-2018.6.1-Eform (eV/atom), given in the spine issue.
 REFERENCE = [
@@ -22,7 +22,7 @@ MEAN, STD = -1.65459073, 1.07266128
 
 def _record(sg, a, species, coords):
     s = Structure.from_spacegroup(sg, Lattice.cubic(a), species, coords)
-    return Record(id="".join(species), formula=s.composition.reduced_formula, kappa=1.0, cif=s.to(fmt="cif"))
+    return Record(id="".join(species), formula=s.composition.reduced_formula, value=1.0, cif=s.to(fmt="cif"))
 
 
 def _energies(bb, module):
@@ -67,6 +67,6 @@ def test_unknown_source_and_missing_weights_are_clear(data_dir, tmp_path):
 
 def test_element_outside_the_embedding_is_a_record_error():
     s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(6.0), ["Po", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-    rec = Record(id="mp-po", formula="PoO", kappa=1.0, cif=s.to(fmt="cif"), source="userfile")
+    rec = Record(id="mp-po", formula="PoO", value=1.0, cif=s.to(fmt="cif"), source="userfile")
     with pytest.raises(RecordError, match="mp-po.*Po not in MEGNet"):
         MEGNetBackbone().featurise(rec)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import csv
 
-import pytest
-
 import plugins_for_tests
+import pytest
 from conftest import SMALL
+
 from paraisite_bench.plugins import load_registry
 
 

@@ -10,10 +10,16 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import SMALL
-from report_browser import (browser_missing, check_table1, chromium, expected_cells, open_report,
-                            outside_requests, read_paper)
+from report_browser import (
+    browser_missing,
+    check_table1,
+    chromium,
+    expected_cells,
+    open_report,
+    outside_requests,
+    read_paper,
+)
 
 REASON = browser_missing()
 if REASON and os.environ.get("CI") == "true":

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from paraisite_megnet import MEGNetBackbone, MEGNetBandGapBackbone
 from pymatgen.core import Lattice, Structure
 
 from paraisite_bench.data import Record
 from paraisite_bench.errors import UserError
-from paraisite_megnet import MEGNetBackbone, MEGNetBandGapBackbone
 
 # (spacegroup, a, species, coords, Materials Project PBE band gap in eV): NaCl (mp-22862) and Al (metal)
 KNOWN = [("Fm-3m", 5.69, ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]], 5.0),
@@ -21,7 +21,7 @@ def _gaps(bb, module, fidelity=0):
     recs = []
     for sg, a, species, coords, _gap in KNOWN:
         s = Structure.from_spacegroup(sg, Lattice.cubic(a), species, coords)
-        recs.append(Record(id="".join(species), formula=s.composition.reduced_formula, kappa=1.0,
+        recs.append(Record(id="".join(species), formula=s.composition.reduced_formula, value=1.0,
                            cif=s.to(fmt="cif")))
     batch = bb.collate([bb.featurise(r) for r in recs])
     batch.state_attr = torch.full_like(batch.state_attr, fidelity)
@@ -40,7 +40,7 @@ def test_bandgap_weights_load_strictly_and_predict_known_pbe_gaps(data_dir):
         assert got == pytest.approx(ref[-1], abs=0.3)
     # the state input is the fidelity: GLLB-SC (1) predicts a much wider NaCl gap than PBE (0)
     assert _gaps(bb, module, 1)[0] > pbe[0] + 2.0
-    assert module(bb.collate([bb.featurise(Record(id="x", formula="Al", kappa=1.0, cif=Structure.from_spacegroup(
+    assert module(bb.collate([bb.featurise(Record(id="x", formula="Al", value=1.0, cif=Structure.from_spacegroup(
         "Fm-3m", Lattice.cubic(4.05), ["Al"], [[0, 0, 0]]).to(fmt="cif")))])).shape == (1, 16)
 
 

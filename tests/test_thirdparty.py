@@ -7,7 +7,6 @@ import csv
 import importlib.metadata
 
 import pytest
-
 from conftest import SMALL
 
 
@@ -37,7 +36,7 @@ def test_the_example_imports_only_the_public_contract():
 def _record(formula, structure):
     from paraisite_bench.data import Record
 
-    return Record(id=formula, formula=formula, kappa=1.0, cif=structure.to(fmt="cif"), source="reference")
+    return Record(id=formula, formula=formula, value=1.0, cif=structure.to(fmt="cif"), source="reference")
 
 
 def test_published_weights_reproduce_reference_formation_energies(data_dir):
@@ -45,9 +44,8 @@ def test_published_weights_reproduce_reference_formation_energies(data_dir):
     energies (eV/atom) of three rock-salt/CsCl compounds within 0.1; matgl 4's stock source
     aggregation misses them by ~15 % (the reason for the subclass)."""
     import torch
-    from pymatgen.core import Lattice, Structure
-
     from paraisite_m3gnet import M3GNetBackbone
+    from pymatgen.core import Lattice, Structure
 
     mp = {"NaCl": -2.10, "MgO": -3.05, "CsCl": -2.21}  # Materials Project, eV/atom
     structures = {

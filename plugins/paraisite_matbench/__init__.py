@@ -76,7 +76,7 @@ def _read_csv(path, source: str, make_id) -> list[Record]:
         except (TypeError, ValueError):
             pass  # validate_records reports it
         records.append(Record(id=make_id(i, len(rows)), formula=(row.get("formula") or "").strip(),
-                              kappa=value, source=source))
+                              value=value, source=source))
     return records
 
 

@@ -39,7 +39,7 @@ PUBLISHED = {
 
 def fold_context_class():
     from paraisite_bench.context import Context
-    from paraisite_bench.protocol import Split
+    from paraisite_bench.protocol import Split, SplitOptions
 
     class FoldContext(Context):
         """A Context whose split r of the task is matbench's official fold r (train / test), with an
@@ -48,14 +48,15 @@ def fold_context_class():
         folds: dict = {}
         task_name: str = ""
 
-        def split(self, name, r):
+        def split(self, name, r, options):
             spec = self.registry.dataset(name)
             if spec.name != self.task_name:
-                return super().split(name, r)
+                return super().split(name, r, options)
+            opts = options if isinstance(options, SplitOptions) else SplitOptions.of(options)
             train, test = self.folds[r]
-            rng = np.random.default_rng([self.protocol.seed, r])
+            rng = np.random.default_rng([opts.seed, r])
             perm = rng.permutation(len(train))
-            n_val = max(1, int(round(self.protocol.inner_val_fraction * len(train))))
+            n_val = max(1, int(round(opts.inner_val_fraction * len(train))))
             inner_val = tuple(sorted(train[i] for i in perm[:n_val]))
             inner_train = tuple(sorted(train[i] for i in perm[n_val:]))
             return Split(tuple(train), tuple(test), inner_train, inner_val)
@@ -69,9 +70,10 @@ def run(backbone: str, task_name: str, epochs: int, batch_size: int, folds: list
     import torch
     from matbench.task import MatbenchTask
 
-    from paraisite_bench.backbone import ParAIsiteModel
+    from paraisite_bench.checkpoint import model_from_checkpoint
     from paraisite_bench.plugins import load_registry
-    from paraisite_bench.protocol import PRESETS, make_transform, stable_hash
+    from paraisite_bench.protocol import PRESETS, stable_hash
+    from paraisite_bench.strategy import Init
     from paraisite_bench.train import StageSpec, predict, train_stage
 
     from . import TASKS, load_task
@@ -85,7 +87,8 @@ def run(backbone: str, task_name: str, epochs: int, batch_size: int, folds: list
     mb = MatbenchTask(task.matbench, autoload=False)
     records = load_task(task)
     target_col = mb.metadata.target
-    mb.df = pd.DataFrame({"composition": [r.formula for r in records], target_col: [r.kappa for r in records]},
+    mb.df = pd.DataFrame({"composition": [r.formula for r in records],
+                          target_col: [r.value for r in records]},
                          index=[r.id for r in records])
     ctx = fold_context_class()(registry, data_dir, protocol, cache_dir)
     ctx.task_name = task.name
@@ -101,21 +104,18 @@ def run(backbone: str, task_name: str, epochs: int, batch_size: int, folds: list
             continue
         options = protocol.training_options(task.name)
         spec = StageSpec(key=stable_hash(["fidelity", backbone, task.name, fold, options]), backbone=bb.name,
-                         init="random", parent=None, dataset=task.name, split=fold, options=options,
+                         init=Init.random(), parent=None, dataset=task.name, split=fold, options=options,
                          label=f"fidelity:{backbone}>{task.name}#fold{fold}")
         t0 = time.time()
         payload, summary = train_stage(ctx, spec, None)
-        model = ParAIsiteModel(bb.build(), bb.representation_dim, tuple(options["head"]))
-        model.load_state_dict(payload["model"], strict=True)
-        model.eval()
-        transform = make_transform(payload["transform_kind"], *payload["transform"])
+        restored = model_from_checkpoint(ctx, payload)
         test_ids = ctx.folds[fold][1]
         missing = [i for i in test_ids if i not in feats]
         if missing:
             raise SystemExit(f"fold {fold}: {len(missing)} test compositions could not be featurised")
-        pred = transform.inverse(predict(model, bb, [feats[i] for i in test_ids]).numpy())
+        pred = restored.transform.inverse(predict(restored.model, bb, [feats[i] for i in test_ids]).numpy())
         mb.record(fold, pred.tolist())
-        mae = float(np.mean(np.abs(pred - np.array([recs[i].kappa for i in test_ids]))))
+        mae = float(np.mean(np.abs(pred - np.array([recs[i].value for i in test_ids]))))
         per_fold.append({"fold": fold, "mae": mae, "best_epoch": summary["best_epoch"],
                          "n_train": summary["n_train"], "n_val": summary["n_val"], "n_test": len(test_ids),
                          "wall_s": round(time.time() - t0, 1)})
@@ -137,7 +137,8 @@ def main(argv=None) -> int:
     from paraisite_bench.data import resolve_data_dir
     from paraisite_bench.errors import UserError
 
-    p = argparse.ArgumentParser(prog="python -m paraisite_matbench.fidelity", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m paraisite_matbench.fidelity",
+                                description=__doc__.split("\n\n")[0])
     p.add_argument("--backbone", default="crabnet")
     p.add_argument("--task", default="expt_gap", choices=sorted(__import__("paraisite_matbench").TASKS))
     p.add_argument("--epochs", type=int, default=40)
