@@ -17,7 +17,10 @@ import click
 
 from .compilation import COMPILE_MODES, compile_mode, set_compile_mode
 from .errors import UserError
+from .outputs import rewrite_outputs
 from .protocol import PRESETS, SELECTION_MODES
+from .report import ordered_sections
+from .results import table_mean, table_std
 
 
 def _names(value: str | None) -> tuple[str, ...] | None:
@@ -147,7 +150,7 @@ def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs
     from .data import resolve_data_dir
     from .executors import resolve_device
     from .jobs import build_plan
-    from .outputs import file_log, machine_info, writable_run_dir, write_outputs
+    from .outputs import file_log, machine_info, writable_run_dir, write_run_outputs
     from .runner import execute
     from .store import Store
     from . import userdata
@@ -237,7 +240,7 @@ def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs
         skipped += [{"dataset": "", "id": f"{b} × {s}", "problem": f"skipped: {reason}",
                      "hint": "choose a backbone and strategy that fit (see `paraisite-bench plugins`)"}
                     for b, s, reason in plan.skipped]
-        result = write_outputs(out_dir, store, run_info, skipped)
+        result = write_run_outputs(out_dir, store, run_info, ordered_sections(registry), skipped)
         store.close()
     _summary(out_dir, outcome, result, skipped, plan, run_info)
     if outcome.interrupted:
@@ -247,7 +250,7 @@ def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs
 
 
 def _summary(out_dir, outcome, result, skipped, plan, run_info):
-    table = result["table"]
+    table = result.table
     echo = click.echo
     echo("")
     echo(f"paraisite-bench: {outcome.trained} stages trained, {outcome.reused} reused, "
@@ -269,7 +272,7 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
             line = "    " + tr.ljust(14)
             for te in tests:
                 c = cells.get(te)
-                txt = f"{c['mape_mean']:.2f} ({c['mape_std']:.2f})" if c else "—"
+                txt = f"{table_mean(c):.2f} ({table_std(c):.2f})" if c else "—"
                 if c and c["paper_mean"] != "":
                     txt += f" [{c['paper_mean']:.2f}]"
                 line += txt.ljust(22)
@@ -333,38 +336,17 @@ def select(candidates, dataset, repeats, epochs, pretrain_epochs, pretrain_batch
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the (merged) report here, with table1.md, "
               "table1.tex and merged CSVs next to it. Without it, RUN_DIR's own outputs are rewritten.")
-def report(run_dirs, out):
+@click.option("--plugin", "plugin_modules", multiple=True,
+              help="Also load this importable plugin module (e.g. one that adds a report section).")
+def report(run_dirs, out, plugin_modules):
     """Rebuild the report of one or more run directories from their stores (never retrains).
 
     One RUN_DIR without --out: rewrite its results.csv, table1.csv, curves.csv, report.html, table1.md and
     table1.tex. Several RUN_DIRs (e.g. one per backbone): --out names the merged report.html."""
-    from .outputs import load_run_info, write_merged_outputs, write_outputs
-    from .report import load_runs
-    from .store import Store
-
-    if out is None:
-        if len(run_dirs) > 1:
-            raise UserError("several run directories need --out FILE.html for the merged report")
-        run_dir = Path(run_dirs[0])
-        study_only = (run_dir / "study.json").exists() and not (run_dir / "run.json").exists()
-        if not study_only and ((run_dir / "store.sqlite").exists() or not (run_dir / "results.csv").exists()):
-            info = load_run_info(run_dir)
-            store = Store(run_dir / "store.sqlite")
-            result = write_outputs(run_dir, store, info)
-            store.close()
-            click.echo(f"{len(result['rows'])} results, {len(result['table'])} cells → {run_dir / 'report.html'}")
-            return
-        out = run_dir / "report.html"  # a `select` directory, or a run whose store is gone: from its files
-    for d in run_dirs:
-        if not Path(d).is_dir():
-            raise UserError(f"run directory {d} does not exist: give the --out folder of a run")
-    data = load_runs(run_dirs)
-    if Path(out).resolve().parent in {Path(d).resolve() for d in run_dirs}:
-        from .report import write_report
-
-        paths = write_report(data, Path(out))  # never overwrite a run's own CSVs with merged ones
-    else:
-        paths = write_merged_outputs(data, Path(out))
+    registry = _registry(plugin_modules)
+    for name, err in registry.broken:
+        click.echo(f"warning: plugin {name} is broken and was skipped: {err}", err=True)
+    data, paths = rewrite_outputs(run_dirs, ordered_sections(registry), Path(out) if out else None)
     click.echo(f"{len(data.rows)} results, {len(data.table)} cells from {len(run_dirs)} run(s) → {paths['html']} "
                f"(+ {paths['md'].name}, {paths['tex'].name})")
 

@@ -14,6 +14,7 @@ from . import hookspecs
 from .backbone import Backbone
 from .data import DatasetSpec
 from .errors import UserError
+from .report import ReportSection
 from .strategy import Strategy
 
 ENTRY_POINT_GROUP = "paraisite_bench"
@@ -25,6 +26,7 @@ KINDS: dict[str, tuple[str, str, Callable[[Any], bool]]] = {
     "dataset": ("register_datasets", "datasets", lambda o: isinstance(o, DatasetSpec)),
     "backbone": ("register_backbones", "backbones", lambda o: isinstance(o, type) and issubclass(o, Backbone)),
     "strategy": ("register_strategies", "strategies", lambda o: isinstance(o, Strategy)),
+    "section": ("register_report_sections", "sections", lambda o: isinstance(o, ReportSection)),
 }
 
 
@@ -33,6 +35,8 @@ class Registry:
     backbones: dict[str, type[Backbone]] = field(default_factory=dict)
     datasets: dict[str, DatasetSpec] = field(default_factory=dict)
     strategies: dict[str, Strategy] = field(default_factory=dict)
+    #: sections of report.html (render them in page order with ``report.ordered_sections``)
+    sections: dict[str, ReportSection] = field(default_factory=dict)
     #: (kind, name) -> plugin that provides it
     providers: dict[tuple[str, str], str] = field(default_factory=dict)
     #: (plugin, one-line error) for plugins that failed to load or register
