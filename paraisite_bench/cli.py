@@ -347,8 +347,8 @@ def report(run_dirs, out, plugin_modules):
     for name, err in registry.broken:
         click.echo(f"warning: plugin {name} is broken and was skipped: {err}", err=True)
     data, paths = rewrite_outputs(run_dirs, ordered_sections(registry), Path(out) if out else None)
-    click.echo(f"{len(data.rows)} results, {len(data.table)} cells from {len(run_dirs)} run(s) → {paths['html']} "
-               f"(+ {paths['md'].name}, {paths['tex'].name})")
+    click.echo(f"{len(data.rows)} results, {len(data.table)} cells from {len(run_dirs)} run(s) → "
+               f"{paths['html']} (+ {paths['md'].name}, {paths['tex'].name})")
 
 
 def main(argv=None):

@@ -14,8 +14,16 @@ import torch
 
 from .errors import UserError
 from .report import ReportSection, write_report
-from .results import (CURVE_FIELDS, SKIPPED_FIELDS, ReportData, load_run, load_runs, merge, result_fields,
-                      table_fields)
+from .results import (
+    CURVE_FIELDS,
+    SKIPPED_FIELDS,
+    ReportData,
+    load_run,
+    load_runs,
+    merge,
+    result_fields,
+    table_fields,
+)
 from .store import Store
 
 
@@ -40,7 +48,8 @@ def _write_tables(folder: Path, data: ReportData, with_skipped: bool) -> None:
 def write_run_outputs(run_dir: Path, store: Store, run_info: dict, sections: list[ReportSection],
                       skipped: list[dict] | None = None) -> ReportData:
     """(Re)write every output file of a run directory from its open store, at the end of ``run`` (or by
-    ``report``); ``skipped`` replaces skipped.csv when given. Returns the report data (``.table``: Table I)."""
+    ``report``); ``skipped`` replaces skipped.csv when given. Returns the report data (``.table``:
+    Table I)."""
     run_dir = Path(run_dir)
     data = merge([load_run(run_dir, store=store, info=run_info, skipped=skipped)])
     _write_tables(run_dir, data, with_skipped=skipped is not None)
@@ -81,7 +90,8 @@ def writable_run_dir(out: str | Path) -> Path:
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise UserError(f"cannot write to run directory {out_dir} ({exc.strerror}): choose another --out") from None
+        raise UserError(f"cannot write to run directory {out_dir} ({exc.strerror}): "
+                        "choose another --out") from None
     return out_dir
 
 

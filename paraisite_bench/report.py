@@ -59,7 +59,8 @@ def row_heat(table_row: dict) -> str:
 
 
 def compare(mean: float | None, paper: tuple | None) -> dict:
-    """Our mean against the paper's (mean, std, source): difference and whether ours lies outside mean ± std."""
+    """Our mean against the paper's (mean, std, source): the difference, and whether ours lies outside
+    the paper's mean ± std."""
     if mean is None or not paper:
         return {"delta": None, "outside": False}
     delta = mean - paper[0]
@@ -101,7 +102,8 @@ def table_grids(data: ReportData) -> list[dict]:
                                    "description": _strategy_description(data, s),
                                    "caveat": PAPER_CAVEATS.get(s, "")})
             grids.append({"backbone": backbone, "selection": selection,
-                          "selection_text": SELECTION_MODES.get(selection, ""), "tests": tests, "blocks": blocks})
+                          "selection_text": SELECTION_MODES.get(selection, ""), "tests": tests,
+                          "blocks": blocks})
     return grids
 
 
@@ -133,7 +135,8 @@ def backbone_comparison(data: ReportData) -> list[dict]:
                 if any(any(e["row"] for e in c["entries"]) for c in line):
                     rows.append({"train": tr, "cells": line})
             if rows:
-                out.append({"selection": selection, "strategy": s, "step": STRATEGY_STEP.get(s, ""), "rows": rows})
+                out.append({"selection": selection, "strategy": s, "step": STRATEGY_STEP.get(s, ""),
+                            "rows": rows})
     return out
 
 
@@ -190,7 +193,8 @@ def templates(package: str = "paraisite_bench") -> Environment:
 
 
 def fragment(template: str, /, package: str = "paraisite_bench", **context) -> Markup:
-    """Render ``template`` of ``package``'s ``templates/`` folder (see :func:`templates`) to an HTML fragment."""
+    """Render ``template`` of ``package``'s ``templates/`` folder (see :func:`templates`) to an HTML
+    fragment."""
     return Markup(templates(package).get_template(template).render(**context))
 
 
@@ -253,7 +257,8 @@ def table1_markdown(data: ReportData) -> str:
                     if c["paper"]:
                         t += f" [{c['paper'][0]:.2f}]"
                     cells.append(t)
-                out.append(f"| {step} | {labels.get(row['train'], row['train'])} | " + " | ".join(cells) + " |")
+                train = labels.get(row["train"], row["train"])
+                out.append(f"| {step} | {train} | " + " | ".join(cells) + " |")
         out.append("")
     return "\n".join(out)
 
@@ -276,11 +281,12 @@ def table1_latex(data: ReportData) -> str:
                 rf"\caption{{{_tex(g['backbone'])}, selection: {_tex(g['selection'])}. MAPE mean (std) over "
                 rf"splits; paper's mean in brackets.}}",
                 r"\begin{tabular}{l" + "c" * n + "}", r"\toprule",
-                r"Train $\backslash$ Test & " + " & ".join(_tex(labels.get(t, t)) for t in g["tests"]) + r" \\"]
+                r"Train $\backslash$ Test & " + " & ".join(_tex(labels.get(t, t)) for t in g["tests"])
+                + r" \\"]
         for b in g["blocks"]:
             out.append(r"\midrule")
-            out.append(rf"\multicolumn{{{n + 1}}}{{l}}{{\textit{{{_tex((b['step'] + ': ') if b['step'] else '')}"
-                       rf"{_tex(b['strategy'])}}}}} \\")
+            step = _tex((b["step"] + ": ") if b["step"] else "")
+            out.append(rf"\multicolumn{{{n + 1}}}{{l}}{{\textit{{{step}{_tex(b['strategy'])}}}}} \\")
             for row in b["rows"]:
                 cells = []
                 for c in row["cells"]:

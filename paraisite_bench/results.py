@@ -28,7 +28,8 @@ RESULT_KEYS = ["backbone", "strategy", "train", "test", "split"]
 RESULT_DETAILS = ["n_test", "best_epoch", "selection", "chain", "weights_loaded", "stage_key"]
 TABLE_KEYS = ["backbone", "strategy", "train", "test", "selection"]
 TABLE_DETAILS = ["n_splits", "paper_mean", "paper_std", "paper_source"]
-CURVE_FIELDS = ["stage_key", "stage", "backbone", "init", "dataset", "split", "epoch", "train_mape", "val_mape", "lr"]
+CURVE_FIELDS = ["stage_key", "stage", "backbone", "init", "dataset", "split", "epoch", "train_mape",
+                "val_mape", "lr"]
 SKIPPED_FIELDS = ["dataset", "id", "problem", "hint"]
 #: The metric of the paper's Table I, first among the metric columns (a κ-only run has only this one).
 PAPER_METRIC = "mape"
@@ -97,8 +98,8 @@ def result_rows(cells: list[dict], store: Store) -> list[dict]:
         rows.append({
             "backbone": c["backbone"], "strategy": c["strategy"], "train": c["train"], "test": c["test"],
             "split": c["split"], ev["metric"]: ev["value"], "metric": ev["metric"], "n_test": ev["n_test"],
-            "best_epoch": st["best_epoch"], "selection": st["spec"]["options"]["selection"], "chain": c["chain"],
-            "weights_loaded": loaded, "stage_key": key,
+            "best_epoch": st["best_epoch"], "selection": st["spec"]["options"]["selection"],
+            "chain": c["chain"], "weights_loaded": loaded, "stage_key": key,
         })
     return rows
 
@@ -218,11 +219,13 @@ class ReportData:
 
     @property
     def trains(self) -> list[str]:
-        return ordered({r["train"] for r in self.table} | {t for run in self.runs for t in run.get("train", [])})
+        return ordered({r["train"] for r in self.table}
+                       | {t for run in self.runs for t in run.get("train", [])})
 
     @property
     def tests(self) -> list[str]:
-        return ordered({r["test"] for r in self.table} | {t for run in self.runs for t in run.get("test", [])})
+        return ordered({r["test"] for r in self.table}
+                       | {t for run in self.runs for t in run.get("test", [])})
 
     @property
     def selections(self) -> list[str]:
@@ -391,7 +394,8 @@ def check_protocols(infos: list[dict]) -> None:
                 if ref.get(k) != rest.get(k)]
         if diff:
             raise UserError(f"{other} and {name} ran different protocols ({'; '.join(diff)}): their results "
-                            "cannot share a Table I; merge runs of one protocol (one run directory per backbone)")
+                            "cannot share a Table I; merge runs of one protocol "
+                            "(one run directory per backbone)")
 
 
 def load_runs(run_dirs) -> ReportData:

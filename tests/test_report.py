@@ -40,7 +40,8 @@ def test_aggregate_is_mean_and_sample_std_per_cell_and_selection():
     assert t["mape_std"] == pytest.approx(statistics.stdev([0.2, 0.4, 0.9]), abs=1e-6)  # ddof = 1
     assert t["n_splits"] == 3
     assert (t["paper_mean"], t["paper_std"]) == (0.82, 0.21)
-    assert table[("dataset1", "heldout")]["mape_mean"] == 0.7 and table[("dataset1", "heldout")]["n_splits"] == 1
+    heldout = table[("dataset1", "heldout")]
+    assert heldout["mape_mean"] == 0.7 and heldout["n_splits"] == 1
     assert table[("aflow", "paper")]["mape_std"] == 0.0  # one split: no spread, not NaN
 
 
@@ -53,10 +54,12 @@ def test_compare_gives_the_difference_and_marks_only_means_outside_the_paper_ban
 
 
 def _data(rows, cells, runs_extra=None):
-    info = {"backbones": sorted({c["backbone"] for c in cells}), "strategies": ["scratch", "pretrained", "double"],
+    info = {"backbones": sorted({c["backbone"] for c in cells}),
+            "strategies": ["scratch", "pretrained", "double"],
             "train": ["dataset1", "dataset2"], "test": ["dataset1", "dataset2", "aflow"],
-            "protocol": {"splits": 2}, "cells": cells, "labels": {"dataset1": "Dataset1", "dataset2": "Dataset2",
-                                                                   "aflow": "AFLOW"}, **(runs_extra or {})}
+            "protocol": {"splits": 2}, "cells": cells,
+            "labels": {"dataset1": "Dataset1", "dataset2": "Dataset2", "aflow": "AFLOW"},
+            **(runs_extra or {})}
     return merge([LoadedRun(info=info, rows=rows)])
 
 
@@ -184,14 +187,16 @@ def test_report_merges_run_directories_and_needs_out_for_several(tmp_path, cli):
     # both backbones side by side, the lower mean (megnet 0.40 < other 0.50) highlighted
     assert 'id="backbones"' in html
     assert re.findall(r'class="bb-entry best" data-backbone="(\w+)"', html) == ["megnet"]
-    assert html.count("paper (MEGNet)") == 1  # the paper's numbers are MEGNet's: said so under other backbones
+    # the paper's numbers are MEGNet's: said so under other backbones
+    assert html.count("paper (MEGNet)") == 1
     table = list(csv.DictReader(open(out.parent / "table1.csv")))
     assert {t["backbone"] for t in table} == {"megnet", "other"}
 
 
 def test_best_backbone_is_the_lowest_mean(tmp_path):
     rows = [_row("scratch", "dataset1", "dataset1", r, v, backbone="megnet") for r, v in ((0, 0.3), (1, 0.5))]
-    rows += [_row("scratch", "dataset1", "dataset1", r, v, backbone="crabnet") for r, v in ((0, 0.2), (1, 0.3))]
+    rows += [_row("scratch", "dataset1", "dataset1", r, v, backbone="crabnet")
+             for r, v in ((0, 0.2), (1, 0.3))]
     rows += [_row("scratch", "dataset1", "dataset2", 0, 0.9, backbone="megnet")]
     rows += [_row("scratch", "dataset1", "dataset2", 0, 1.9, backbone="crabnet")]
     data = merge([LoadedRun(info={}, rows=rows)])

@@ -1,6 +1,7 @@
 """Report sections are a plugin hook: a third party's module adds one with ``--plugin`` and it appears in the
 report of a real small run; the built-in sections (the stability study of ``select`` among them) come through
-the same hook; result columns are named by the metric they hold (``mape`` for κ, ``mae`` for other targets)."""
+the same hook; result columns are named by the metric they hold (``mape`` for κ, ``mae`` for other
+targets)."""
 
 from __future__ import annotations
 
@@ -10,21 +11,21 @@ import statistics
 import textwrap
 
 import pytest
-from markupsafe import escape
-
 from conftest import SMALL
+from markupsafe import escape
+from report_plugin_for_tests import _log_kappa
+
 from paraisite_bench import hookspecs
 from paraisite_bench.data import LoadContext
 from paraisite_bench.plugins import load_registry
 from paraisite_bench.report import ordered_sections, render
 from paraisite_bench.results import load_runs
-from report_plugin_for_tests import _log_kappa
 
 #: the columns of a κ-only run, as every earlier version wrote them
-KAPPA_RESULT_HEADER = ("backbone,strategy,train,test,split,mape,n_test,best_epoch,selection,chain,weights_loaded,"
-                       "stage_key")
-KAPPA_TABLE_HEADER = ("backbone,strategy,train,test,selection,mape_mean,mape_std,n_splits,paper_mean,paper_std,"
-                      "paper_source")
+KAPPA_RESULT_HEADER = ("backbone,strategy,train,test,split,mape,n_test,best_epoch,selection,chain,"
+                       "weights_loaded,stage_key")
+KAPPA_TABLE_HEADER = ("backbone,strategy,train,test,selection,mape_mean,mape_std,n_splits,paper_mean,"
+                      "paper_std,paper_source")
 
 
 def _rows(path):

@@ -27,7 +27,8 @@ README_SOURCE = "authors' repository README"
 
 def load_paper_table1(text: str) -> dict[tuple[str, str, str], tuple[float, float, str]]:
     """(strategy, train, test) -> (mean, std, source) from a CSV in the layout of the shared reference file
-    (``step, strategy, train, test, mape_mean, mape_std, source``); tests use it to check the transcription."""
+    (``step, strategy, train, test, mape_mean, mape_std, source``); tests use it to check the
+    transcription."""
     out = {}
     for row in csv.DictReader(io.StringIO(text)):
         key = (row["strategy"].strip().lower(), row["train"].strip().lower(), row["test"].strip().lower())

@@ -51,7 +51,8 @@ def curves_section(data: ReportData) -> str | None:
     figs = []
     for backbone in sorted({r["backbone"] for r in data.rows}):
         for selection in sorted({r["selection"] for r in data.rows if r["backbone"] == backbone}):
-            curves = {(s, tr): v for (b, sel, s, tr), v in grouped.items() if (b, sel) == (backbone, selection)}
+            curves = {(s, tr): v for (b, sel, s, tr), v in grouped.items()
+                      if (b, sel) == (backbone, selection)}
             svg = learning_curves(curves, [s for s in data.strategies if any(k[0] == s for k in curves)],
                                   data.trains, data.labels,
                                   f"{backbone} — validation MAPE per epoch (selection: {selection})")
@@ -85,7 +86,8 @@ def _split_view(data: ReportData, backbone: str, selection: str) -> dict:
         values[(r["strategy"], r["train"], r["test"])].append(metric_value(r))
     strategies = [s for s in data.strategies if any(r["strategy"] == s for r in rows)]
     svg = split_strips(values, PAPER_TABLE1, strategies, data.trains, data.tests, data.labels,
-                       f"{backbone} — MAPE of each split (selection: {selection}); black square: paper mean ± std")
+                       f"{backbone} — MAPE of each split (selection: {selection}); "
+                       "black square: paper mean ± std")
     chosen: dict[tuple, int] = {}
     for r in rows:  # one selected epoch per stage (a stage answers several test columns)
         if r.get("best_epoch") not in (None, ""):
@@ -98,9 +100,9 @@ def _split_view(data: ReportData, backbone: str, selection: str) -> dict:
                                  "dashed: epochs trained")
     detail = sorted(rows, key=lambda r: (strategies.index(r["strategy"]), _rank(r["train"]), r["train"],
                                          int(r["split"]), _rank(r["test"]), r["test"]))
-    return {"backbone": backbone, "selection": selection, "selection_text": SELECTION_MODES.get(selection, ""),
-            "svg": Markup(svg) if svg else None, "rows": detail,
-            "epochs_svg": Markup(epochs_svg) if epochs_svg else None}
+    return {"backbone": backbone, "selection": selection,
+            "selection_text": SELECTION_MODES.get(selection, ""), "svg": Markup(svg) if svg else None,
+            "rows": detail, "epochs_svg": Markup(epochs_svg) if epochs_svg else None}
 
 
 def _stage_epochs(data: ReportData, rows: list[dict]) -> dict[tuple, int]:
@@ -125,6 +127,7 @@ def provenance_section(data: ReportData) -> str | None:
     for m in data.missing:
         by_cell[(m["backbone"], m["strategy"], m["train"], m["test"])] += 1
     failed = [s for s in data.stages if s.get("status") == "failed"]
+    stages = sorted(data.stages, key=lambda s: (s.get("run", ""), s.get("label", "")))
     return fragment("section_provenance.html", package=PACKAGE, data=data, missing=sorted(by_cell.items()),
-                    failed=failed, stages=sorted(data.stages, key=lambda s: (s.get("run", ""), s.get("label", ""))),
+                    failed=failed, stages=stages,
                     total_stage_s=sum(float(s["wall_s"] or 0) for s in data.stages if s.get("wall_s")))
