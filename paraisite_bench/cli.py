@@ -29,10 +29,12 @@ from .orchestrate import (
     run_command,
     skipped_rows,
     warn,
-    write_run_outputs,
+    write_outputs,
 )
-from .outputs import machine_info
+from .outputs import machine_info, rewrite_outputs
 from .protocol import PRESETS, SELECTION_MODES, Protocol
+from .report import ordered_sections
+from .results import table_mean, table_std
 from .runner import RunOutcome
 from .study import StabilityStudy, composition_notes
 from .userdata import check_inputs
@@ -178,7 +180,7 @@ class TableRun(Command):
         self.run_info.update(finished=run.finished, wall_s=run.wall_s)
         (run.path / "run.json").write_text(json.dumps(self.run_info, indent=1))
         self.skipped = skipped_rows(run.ctx, run.plan)
-        return write_run_outputs(run, self.run_info, self.skipped)
+        return write_outputs(run, self.run_info, self.skipped)
 
     def summary(self, run: RunDir, outcome: RunOutcome, result: dict) -> None:
         _summary(run.path, outcome, result, self.skipped, run.plan, self.run_info)
@@ -255,7 +257,7 @@ def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs
 
 
 def _summary(out_dir, outcome, result, skipped, plan, run_info):
-    table = result["table"]
+    table = result.table
     echo = click.echo
     echo("")
     echo(f"paraisite-bench: {outcome.trained} stages trained, {outcome.reused} reused, "
@@ -277,7 +279,7 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
             line = "    " + tr.ljust(14)
             for te in tests:
                 c = cells.get(te)
-                txt = f"{c['mape_mean']:.2f} ({c['mape_std']:.2f})" if c else "—"
+                txt = f"{table_mean(c):.2f} ({table_std(c):.2f})" if c else "—"
                 if c and c["paper_mean"] != "":
                     txt += f" [{c['paper_mean']:.2f}]"
                 line += txt.ljust(22)
@@ -343,40 +345,19 @@ def select(candidates, dataset, repeats, epochs, pretrain_epochs, pretrain_batch
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the (merged) report here, with table1.md, "
               "table1.tex and merged CSVs next to it. Without it, RUN_DIR's own outputs are rewritten.")
-def report(run_dirs, out):
+@click.option("--plugin", "plugin_modules", multiple=True,
+              help="Also load this importable plugin module (e.g. one that adds a report section).")
+def report(run_dirs, out, plugin_modules):
     """Rebuild the report of one or more run directories from their stores (never retrains).
 
     One RUN_DIR without --out: rewrite its results.csv, table1.csv, curves.csv, report.html, table1.md and
     table1.tex. Several RUN_DIRs (e.g. one per backbone): --out names the merged report.html."""
-    from .outputs import load_run_info, write_merged_outputs, write_outputs
-    from .report import load_runs
-    from .store import Store
-
-    if out is None:
-        if len(run_dirs) > 1:
-            raise UserError("several run directories need --out FILE.html for the merged report")
-        run_dir = Path(run_dirs[0])
-        study_only = (run_dir / "study.json").exists() and not (run_dir / "run.json").exists()
-        if not study_only and ((run_dir / "store.sqlite").exists() or not (run_dir / "results.csv").exists()):
-            info = load_run_info(run_dir)
-            store = Store(run_dir / "store.sqlite")
-            result = write_outputs(run_dir, store, info)
-            store.close()
-            click.echo(f"{len(result['rows'])} results, {len(result['table'])} cells → {run_dir / 'report.html'}")
-            return
-        out = run_dir / "report.html"  # a `select` directory, or a run whose store is gone: from its files
-    for d in run_dirs:
-        if not Path(d).is_dir():
-            raise UserError(f"run directory {d} does not exist: give the --out folder of a run")
-    data = load_runs(run_dirs)
-    if Path(out).resolve().parent in {Path(d).resolve() for d in run_dirs}:
-        from .report import write_report
-
-        paths = write_report(data, Path(out))  # never overwrite a run's own CSVs with merged ones
-    else:
-        paths = write_merged_outputs(data, Path(out))
-    click.echo(f"{len(data.rows)} results, {len(data.table)} cells from {len(run_dirs)} run(s) → {paths['html']} "
-               f"(+ {paths['md'].name}, {paths['tex'].name})")
+    registry = load_plugins(plugin_modules)
+    for name, err in registry.broken:
+        warn(f"plugin {name} is broken and was skipped: {err}")
+    data, paths = rewrite_outputs(run_dirs, ordered_sections(registry), Path(out) if out else None)
+    click.echo(f"{len(data.rows)} results, {len(data.table)} cells from {len(run_dirs)} run(s) → "
+               f"{paths['html']} (+ {paths['md'].name}, {paths['tex'].name})")
 
 
 def main(argv=None):

@@ -71,8 +71,9 @@ def _log_axis(ax):
 
 def learning_curves(curves: dict[tuple[str, str], list[dict[int, float]]], strategies: list[str],
                     trains: list[str], labels: dict[str, str], title: str) -> str | None:
-    """Mean validation MAPE over epochs with a band from the lowest to the highest split: one panel per (train dataset,
-    strategy), like the paper's Figs. 3–5. ``curves[(strategy, train)]`` holds one {epoch: val_mape} per split."""
+    """Mean validation MAPE over epochs with a band from the lowest to the highest split: one panel per
+    (train dataset, strategy), like the paper's Figs. 3–5. ``curves[(strategy, train)]`` holds one
+    {epoch: val_mape} per split."""
     trains = [t for t in trains if any(curves.get((s, t)) for s in strategies)]
     if not trains:
         return None
@@ -89,7 +90,8 @@ def learning_curves(curves: dict[tuple[str, str], list[dict[int, float]]], strat
                 if j == 0:
                     ax.set_ylabel(f"train {labels.get(tr, tr)}\nvalidation MAPE")
                 if not splits:
-                    ax.text(0.5, 0.5, "not run", transform=ax.transAxes, ha="center", va="center", color="#999")
+                    ax.text(0.5, 0.5, "not run", transform=ax.transAxes, ha="center", va="center",
+                            color="#999")
                     ax.set_xticks([])
                     continue
                 epochs = sorted({e for c in splits for e in c})
@@ -174,7 +176,8 @@ def group_curves(result_rows: list[dict], curve_rows: list[dict]) -> dict[tuple[
 
 
 def selected_epochs(epochs: dict[tuple[str, str], list[int]], max_epochs: dict[tuple[str, str], int],
-                    strategies: list[str], trains: list[str], labels: dict[str, str], title: str) -> str | None:
+                    strategies: list[str], trains: list[str], labels: dict[str, str],
+                    title: str) -> str | None:
     """The epoch each split's model was selected at, per strategy (panel) and train dataset (x), with the
     stage's number of epochs as a dashed line: selections piling up at epoch 1 or at the last epoch show."""
     strategies = [s for s in strategies if any(epochs.get((s, t)) for t in trains)]
@@ -182,14 +185,15 @@ def selected_epochs(epochs: dict[tuple[str, str], list[int]], max_epochs: dict[t
         return None
     rng = np.random.default_rng(1)
     with plt.rc_context(_RC):
-        fig, axes = plt.subplots(1, len(strategies), figsize=(2.4 * len(strategies) + 0.4, 2.1), squeeze=False,
-                                 sharey=True)
+        fig, axes = plt.subplots(1, len(strategies), figsize=(2.4 * len(strategies) + 0.4, 2.1),
+                                 squeeze=False, sharey=True)
         for ax, s in zip(axes[0], strategies):
             col = colour(s, strategies)
             for k, tr in enumerate(trains):
                 vals = epochs.get((s, tr)) or []
                 if vals:
-                    ax.plot(k + rng.uniform(-0.18, 0.18, len(vals)), vals, "o", color=col, markersize=3, alpha=0.8)
+                    ax.plot(k + rng.uniform(-0.18, 0.18, len(vals)), vals, "o", color=col, markersize=3,
+                            alpha=0.8)
                 top = max_epochs.get((s, tr))
                 if top:
                     ax.plot([k - 0.3, k + 0.3], [top, top], "--", color="#999", linewidth=0.8)

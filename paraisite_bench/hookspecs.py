@@ -7,7 +7,7 @@ A plugin is any module registered under the ``paraisite_bench`` entry-point grou
     my_backbone = "my_package.plugin"
 
 and implementing one or more of the hooks below with :data:`paraisite_bench.hookimpl`.
-The built-in backbones, datasets and strategies are registered through this very group.
+The built-in backbones, datasets, strategies and report sections are registered through this very group.
 """
 
 from __future__ import annotations
@@ -143,4 +143,36 @@ def register_executors(register):
         @hookimpl
         def register_executors(register):
             register(ThreadExecutor)
+    """
+
+
+@hookspec
+def register_report_sections(register):
+    """Register sections of report.html: ``register(ReportSection(name, title, render, order=50))``.
+
+    ``render(data)`` gets the :class:`paraisite_bench.results.ReportData` of the runs being reported
+    (result rows, Table I, curves, stages, studies, run.json of each run) and returns an HTML fragment,
+    or ``None`` to leave the section out; sections appear by ``order`` (Table I is 20, provenance 90)
+    with an entry in the table of contents. Keep the page self-contained (no external URL); render a
+    template of your package's ``templates/`` folder with
+    ``paraisite_bench.report.fragment(name, package="my_package", ...)``, and figures with
+    :func:`paraisite_bench.figures.to_svg` (see :mod:`paraisite_bench.report`). Runnable example::
+
+        from markupsafe import escape
+
+        from paraisite_bench import hookimpl
+        from paraisite_bench.report import ReportSection
+
+        def slowest_stages(data):
+            done = [s for s in data.stages if s.get("wall_s")]
+            if not done:
+                return None
+            top = sorted(done, key=lambda s: -float(s["wall_s"]))[:3]
+            items = "".join(f"<li>{escape(s['label'])}: {float(s['wall_s']):.1f} s</li>" for s in top)
+            return f"<ol class='slowest'>{items}</ol>"
+
+        @hookimpl
+        def register_report_sections(register):
+            register(ReportSection(name="slowest", title="Slowest training stages", render=slowest_stages,
+                                   order=95))
     """

@@ -26,9 +26,11 @@ from .data import DatasetSpec, resolve_data_dir
 from .errors import UserError
 from .executors import resolve_device
 from .jobs import Plan
-from .outputs import file_log, writable_run_dir, write_outputs
+from .outputs import file_log, writable_run_dir, write_run_outputs
 from .plugins import Registry, load_registry
 from .protocol import Protocol
+from .report import ordered_sections
+from .results import ReportData
 from .runner import RunOutcome, execute
 from .store import Store
 from .userdata import add_datasets, dataset_specs
@@ -185,9 +187,10 @@ def execute_plan(run: RunDir) -> RunOutcome:
                    progress=launch.options.progress, log=run.log)
 
 
-def write_run_outputs(run: RunDir, run_info: dict, skipped: list[dict] | None = None) -> dict:
-    """results.csv, table1.csv, curves.csv, skipped.csv and the report of a run directory, from its store."""
-    return write_outputs(run.path, run.store, run_info, skipped)
+def write_outputs(run: RunDir, run_info: dict, skipped: list[dict] | None = None) -> ReportData:
+    """results.csv, table1.csv, curves.csv, skipped.csv and the report of a run directory, from its store,
+    with the report sections of the run's plugins."""
+    return write_run_outputs(run.path, run.store, run_info, ordered_sections(run.launch.registry), skipped)
 
 
 def skipped_rows(ctx: Context, plan: Plan) -> list[dict]:

@@ -15,6 +15,7 @@ from .backbone import Backbone
 from .data import DatasetSpec
 from .errors import UserError
 from .executors import Executor
+from .report import ReportSection
 from .strategy import Strategy
 
 ENTRY_POINT_GROUP = "paraisite_bench"
@@ -28,6 +29,7 @@ KINDS: dict[str, tuple[str, str, Callable[[Any], bool]]] = {
     "strategy": ("register_strategies", "strategies", lambda o: isinstance(o, Strategy)),
     "executor": ("register_executors", "executors",
                  lambda o: isinstance(o, type) and issubclass(o, Executor)),
+    "section": ("register_report_sections", "sections", lambda o: isinstance(o, ReportSection)),
 }
 
 
@@ -37,6 +39,8 @@ class Registry:
     datasets: dict[str, DatasetSpec] = field(default_factory=dict)
     strategies: dict[str, Strategy] = field(default_factory=dict)
     executors: dict[str, type[Executor]] = field(default_factory=dict)
+    #: sections of report.html (render them in page order with ``report.ordered_sections``)
+    sections: dict[str, ReportSection] = field(default_factory=dict)
     #: (kind, name) -> plugin that provides it
     providers: dict[tuple[str, str], str] = field(default_factory=dict)
     #: (plugin, one-line error) for plugins that failed to load or register

@@ -26,8 +26,10 @@ from .context import Context
 from .errors import UserError
 from .jobs import Cell, Plan, add_stage, input_mismatch, resolved_init
 from .orchestrate import Command, Launch, RunDir, command_line, protocol_with, warn
+from .outputs import rewrite_outputs
 from .plugins import Registry
 from .protocol import PRESETS, Protocol, with_training_seed
+from .report import ordered_sections
 from .runner import RunOutcome
 from .strategy import TARGET, Init, Stage
 
@@ -155,8 +157,8 @@ def rank(per_candidate: dict[str, list[float]], rule: str) -> list[dict]:
 def composition_notes(ctx: Context, backbones, datasets) -> list[str]:
     """Formulas that occur more than once with different values in a dataset (Dataset1's zincblende
     and wurtzite polymorphs): a composition backbone gets identical inputs for them. One note per
-    dataset, only when a composition backbone is used. TODO(integrator): show these in report.html
-    (run.json["notes"] holds them)."""
+    dataset, only when a composition backbone is used. run.json and study.json keep them under "notes",
+    which the report's notes section shows."""
     from pymatgen.core import Composition
 
     if not any(ctx.backbone(b).input_kind == "composition" for b in backbones):
@@ -203,6 +205,7 @@ def collect(plan: Plan, store, ctx: Context) -> list[dict]:
 def plot_svg(runs: list[dict], ranked: list[dict], dataset_label: str, rule: str, salt: str = "study") -> str:
     """A Fig.-2-style plot: per candidate the MAPE of every repeat (box and points) with mean ± std, as an
     inline <svg> element (see :func:`paraisite_bench.figures.to_svg`)."""
+    # matplotlib (and figures, which sets its backend) only when a study is drawn: `run` imports this module
     from matplotlib.figure import Figure
 
     from .figures import to_svg
@@ -232,33 +235,9 @@ def plot_svg(runs: list[dict], ranked: list[dict], dataset_label: str, rule: str
     return to_svg(fig, salt=salt)
 
 
-def render_html(study: dict, svg: str | None = None) -> str:
-    """The study as an HTML fragment (ranked table, plot, notes): the report's "stability" section."""
-    from .report import fragment
-
-    if svg is None:
-        svg = plot_svg(study["runs"], study["ranked"], study["dataset_label"], study["rule"],
-                       salt=f"study:{study.get('dir', '')}")
-    return fragment("section_stability.html", studies=[dict(study, svg=svg)])
-
-
-def _stability_section(data) -> str | None:
-    if not data.studies:
-        return None
-    return "".join(render_html(st) for st in data.studies)
-
-
-def _register_section() -> None:
-    from .report import section
-
-    section("stability", "Model-selection stability (Fig. 2)", order=60)(_stability_section)
-
-
-_register_section()
-
-
 def write_study(out_dir: Path, plan: Plan, store, ctx: Context, meta: dict) -> dict:
-    """study_runs.csv, study.csv (ranked), study.svg, study.html (fragment) and study.json."""
+    """study_runs.csv, study.csv (ranked), study.svg, study.json and report.html (the sections of
+    ``ctx.registry``, among them the stability study's)."""
     runs = collect(plan, store, ctx)
     per = {c: [x["mape"] for x in runs if x["candidate"] == c] for c in dict.fromkeys(x["candidate"] for x in runs)}
     ranked = rank(per, meta["rule"])
@@ -278,9 +257,7 @@ def write_study(out_dir: Path, plan: Plan, store, ctx: Context, meta: dict) -> d
     (out_dir / "study.json").write_text(json.dumps(study, indent=1, default=str))
     # the run directory's report.html: the study section (with provenance); merge it into a Table I report
     # with `paraisite-bench report RUN_DIR SELECT_DIR --out report.html`
-    from .report import load_runs, write_report
-
-    write_report(load_runs([out_dir]), out_dir / "report.html")
+    rewrite_outputs([out_dir], ordered_sections(ctx.registry))
     return study
 
 

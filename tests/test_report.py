@@ -11,8 +11,12 @@ from pathlib import Path
 import pytest
 
 from paraisite_bench import report as rp
-from paraisite_bench.outputs import aggregate
+from paraisite_bench.plugins import load_registry
 from paraisite_bench.reference import PAPER_TABLE1, load_paper_table1
+from paraisite_bench.results import LoadedRun, ReportData, aggregate, merge
+
+#: the sections every report has: the built-in plugin's, through the register_report_sections hook
+SECTIONS = rp.ordered_sections(load_registry())
 
 
 def _row(strategy, train, test, split, mape, backbone="megnet", selection="paper", key=None):
@@ -36,7 +40,8 @@ def test_aggregate_is_mean_and_sample_std_per_cell_and_selection():
     assert t["mape_std"] == pytest.approx(statistics.stdev([0.2, 0.4, 0.9]), abs=1e-6)  # ddof = 1
     assert t["n_splits"] == 3
     assert (t["paper_mean"], t["paper_std"]) == (0.82, 0.21)
-    assert table[("dataset1", "heldout")]["mape_mean"] == 0.7 and table[("dataset1", "heldout")]["n_splits"] == 1
+    heldout = table[("dataset1", "heldout")]
+    assert heldout["mape_mean"] == 0.7 and heldout["n_splits"] == 1
     assert table[("aflow", "paper")]["mape_std"] == 0.0  # one split: no spread, not NaN
 
 
@@ -49,11 +54,13 @@ def test_compare_gives_the_difference_and_marks_only_means_outside_the_paper_ban
 
 
 def _data(rows, cells, runs_extra=None):
-    info = {"backbones": sorted({c["backbone"] for c in cells}), "strategies": ["scratch", "pretrained", "double"],
+    info = {"backbones": sorted({c["backbone"] for c in cells}),
+            "strategies": ["scratch", "pretrained", "double"],
             "train": ["dataset1", "dataset2"], "test": ["dataset1", "dataset2", "aflow"],
-            "protocol": {"splits": 2}, "cells": cells, "labels": {"dataset1": "Dataset1", "dataset2": "Dataset2",
-                                                                   "aflow": "AFLOW"}, **(runs_extra or {})}
-    return rp.merge([{"info": info, "rows": rows, "curves": [], "stages": [], "skipped": []}])
+            "protocol": {"splits": 2}, "cells": cells,
+            "labels": {"dataset1": "Dataset1", "dataset2": "Dataset2", "aflow": "AFLOW"},
+            **(runs_extra or {})}
+    return merge([LoadedRun(info=info, rows=rows)])
 
 
 def test_grid_marks_missing_partial_and_unplanned_cells_and_cells_the_paper_lacks():
@@ -79,7 +86,7 @@ def test_grid_marks_missing_partial_and_unplanned_cells_and_cells_the_paper_lack
     assert readme["paper"][2] == "authors' repository README"
     assert len(data.missing) == 16 - 5
 
-    html = rp.render(data)
+    html = rp.render(data, SECTIONS)
     assert re.search(r'class="empty"[^>]*data-strategy="scratch" data-train="dataset2" data-test="dataset1">'
                      r'pending \(0 of 2 splits\)', html)
     assert "1 of 2 splits" in html and "Incomplete" in html
@@ -94,7 +101,7 @@ def test_cells_the_paper_does_not_have_are_marked_so():
                  [_cell("crabnet", "scratch", "dataset1", "dataset1", 0)])
     data.table[0]["strategy"] = data.rows[0]["strategy"] = "my-strategy"  # a third-party strategy
     data.runs[0]["strategies"] = ["my-strategy"]
-    html = rp.render(data)
+    html = rp.render(data, SECTIONS)
     assert "not in paper" in html and '<span class="delta">' not in html
 
 
@@ -136,22 +143,20 @@ def test_markdown_and_latex_exports_hold_the_same_grid():
     assert rp._tex("a_b & 5% #1") == r"a\_b \& 5\% \#1"
 
 
-def test_sections_can_be_added_and_old_entry_point_still_works():
+def test_sections_can_be_added_and_a_table_alone_renders():
     cells = [_cell("megnet", "scratch", "dataset1", "dataset1", 0)]
     data = _data([_row("scratch", "dataset1", "dataset1", 0, 0.4)], cells)
 
-    @rp.section("extra-test", "An extra study", order=60)
     def extra(d):
         return f"<p id='extra-count'>{len(d.rows)} rows</p>"
 
-    try:
-        html = rp.render(data)
-        assert '<a href="#extra-test">An extra study</a>' in html
-        assert "<p id='extra-count'>1 rows</p>" in html
-        assert html.index('id="table1"') < html.index('id="extra-test"') < html.index('id="provenance"')
-    finally:
-        del rp.SECTIONS["extra-test"]
-    old = rp.render_report(data.table, data.runs[0], 1, 1)
+    sections = sorted(SECTIONS + [rp.ReportSection("extra-test", "An extra study", extra, order=60)],
+                      key=lambda s: s.order)
+    html = rp.render(data, sections)
+    assert '<a href="#extra-test">An extra study</a>' in html
+    assert "<p id='extra-count'>1 rows</p>" in html
+    assert html.index('id="table1"') < html.index('id="extra-test"') < html.index('id="provenance"')
+    old = rp.render(ReportData(runs=[data.runs[0]], table=data.table), SECTIONS)
     assert 'data-strategy="scratch" data-train="dataset1" data-test="dataset1"' in old
 
 
@@ -182,17 +187,19 @@ def test_report_merges_run_directories_and_needs_out_for_several(tmp_path, cli):
     # both backbones side by side, the lower mean (megnet 0.40 < other 0.50) highlighted
     assert 'id="backbones"' in html
     assert re.findall(r'class="bb-entry best" data-backbone="(\w+)"', html) == ["megnet"]
-    assert html.count("paper (MEGNet)") == 1  # the paper's numbers are MEGNet's: said so under other backbones
+    # the paper's numbers are MEGNet's: said so under other backbones
+    assert html.count("paper (MEGNet)") == 1
     table = list(csv.DictReader(open(out.parent / "table1.csv")))
     assert {t["backbone"] for t in table} == {"megnet", "other"}
 
 
 def test_best_backbone_is_the_lowest_mean(tmp_path):
     rows = [_row("scratch", "dataset1", "dataset1", r, v, backbone="megnet") for r, v in ((0, 0.3), (1, 0.5))]
-    rows += [_row("scratch", "dataset1", "dataset1", r, v, backbone="crabnet") for r, v in ((0, 0.2), (1, 0.3))]
+    rows += [_row("scratch", "dataset1", "dataset1", r, v, backbone="crabnet")
+             for r, v in ((0, 0.2), (1, 0.3))]
     rows += [_row("scratch", "dataset1", "dataset2", 0, 0.9, backbone="megnet")]
     rows += [_row("scratch", "dataset1", "dataset2", 0, 1.9, backbone="crabnet")]
-    data = rp.merge([{"info": {}, "rows": rows, "curves": [], "stages": [], "skipped": []}])
+    data = merge([LoadedRun(info={}, rows=rows)])
     (view,) = rp.backbone_comparison(data)
     (row,) = view["rows"]
     best = {c["test"]: [e["backbone"] for e in c["entries"] if e["best"]] for c in row["cells"]}
@@ -201,21 +208,19 @@ def test_best_backbone_is_the_lowest_mean(tmp_path):
 
 def test_merge_counts_a_result_present_in_two_run_directories_once():
     rows = [_row("scratch", "dataset1", "dataset1", 0, 0.4)]
-    item = {"info": {}, "rows": rows, "curves": [], "stages": [], "skipped": []}
-    data = rp.merge([item, dict(item, info={})])
+    data = merge([LoadedRun(info={}, rows=rows), LoadedRun(info={}, rows=rows)])
     assert len(data.rows) == 1 and data.table[0]["n_splits"] == 1
 
 
 def test_runs_of_different_protocols_are_not_pooled():
     def item(epochs, selection="paper"):
-        return {"info": {"dir": f"run-{epochs}-{selection}", "protocol": {"splits": 2, "epochs": epochs,
-                                                                          "selection": selection}},
-                "rows": [], "curves": [], "stages": [], "skipped": []}
+        return LoadedRun(info={"dir": f"run-{epochs}-{selection}", "protocol": {"splits": 2, "epochs": epochs,
+                                                                                "selection": selection}})
 
     from paraisite_bench.errors import UserError
 
     with pytest.raises(UserError, match=r"run-15-paper and run-300-paper ran different protocols "
                                         r"\(epochs 15 ≠ 300\)"):
-        rp.merge([item(15), item(300)])
-    rp.merge([item(15), item(15)])
-    rp.merge([item(15), item(300, "heldout")])  # separate grids per selection mode
+        merge([item(15), item(300)])
+    merge([item(15), item(15)])
+    merge([item(15), item(300, "heldout")])  # separate grids per selection mode

@@ -11,7 +11,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from paraisite_bench.errors import UserError
-from paraisite_bench.study import parse_rule, rank, render_html
+from paraisite_bench.study import parse_rule, rank
+from paraisite_report.stability import render_html
 
 CANDIDATES = "megnet:eform,megnet:bandgap,crabnet:expt_gap,crabnet:elasticity_log10_kvrh"
 

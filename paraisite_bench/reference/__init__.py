@@ -25,17 +25,13 @@ PAPER_URL = "https://arxiv.org/abs/2411.18259"
 #: Where the cells missing from the paper's table come from.
 README_SOURCE = "authors' repository README"
 
-#: Dataset names as the paper's table writes them -> this project's dataset names.
-_PAPER_NAMES = {"dataset1": "dataset1", "dataset2": "dataset2", "mix": "mix", "aflow": "aflow"}
-
-
 def load_paper_table1(text: str) -> dict[tuple[str, str, str], tuple[float, float, str]]:
     """(strategy, train, test) -> (mean, std, source) from a CSV in the layout of the shared reference file
-    (``step, strategy, train, test, mape_mean, mape_std, source``); tests use it to check the transcription."""
+    (``step, strategy, train, test, mape_mean, mape_std, source``); tests use it to check the
+    transcription."""
     out = {}
     for row in csv.DictReader(io.StringIO(text)):
-        key = (row["strategy"].strip().lower(), _PAPER_NAMES[row["train"].strip().lower()],
-               _PAPER_NAMES[row["test"].strip().lower()])
+        key = (row["strategy"].strip().lower(), row["train"].strip().lower(), row["test"].strip().lower())
         out[key] = (float(row["mape_mean"]), float(row["mape_std"]), row["source"].strip())
     return out
 

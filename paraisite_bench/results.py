@@ -1,0 +1,404 @@
+"""The data of a report, built in one place: store (or, when the store is gone, the CSV outputs) → result
+rows → Table I aggregates → :class:`ReportData`, for one run directory or several merged.
+
+Both the end of a run (:func:`paraisite_bench.outputs.write_run_outputs`) and ``paraisite-bench report``
+load through :func:`load_run` and :func:`merge`, so missing cells, default stage keys, run tagging and the
+protocol check exist once. Nothing here renders or writes files.
+
+A result row names the metric it holds: its value sits in a column called by the metric (``mape`` for κ,
+``mae`` for other regression targets, see :class:`paraisite_bench.data.Target`) and its ``metric`` key says
+which; a Table I row likewise has ``<metric>_mean`` and ``<metric>_std``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UserError
+from .reference import PAPER_BACKBONE, PAPER_TABLE1
+from .store import Store
+
+#: results.csv columns around the metric columns (``mape`` for κ; one column per metric of the run)
+RESULT_KEYS = ["backbone", "strategy", "train", "test", "split"]
+RESULT_DETAILS = ["n_test", "best_epoch", "selection", "chain", "weights_loaded", "stage_key"]
+TABLE_KEYS = ["backbone", "strategy", "train", "test", "selection"]
+TABLE_DETAILS = ["n_splits", "paper_mean", "paper_std", "paper_source"]
+CURVE_FIELDS = ["stage_key", "stage", "backbone", "init", "dataset", "split", "epoch", "train_mape",
+                "val_mape", "lr"]
+SKIPPED_FIELDS = ["dataset", "id", "problem", "hint"]
+#: The metric of the paper's Table I, first among the metric columns (a κ-only run has only this one).
+PAPER_METRIC = "mape"
+
+DATASET_ORDER = ["dataset1", "dataset2", "mix", "aflow"]
+STRATEGY_ORDER = ["scratch", "pretrained", "double"]
+
+
+# ---- metrics of rows --------------------------------------------------------------------------
+
+def metric_of(row: dict) -> str:
+    """The metric a result row holds: its ``metric`` key or, for a row read from a CSV, the one
+    metric column that has a value."""
+    if row.get("metric"):
+        return row["metric"]
+    fixed = set(RESULT_KEYS) | set(RESULT_DETAILS)
+    return next((k for k, v in row.items() if k not in fixed and v not in (None, "")), PAPER_METRIC)
+
+
+def metric_value(row: dict) -> float:
+    """The value of a result row's metric."""
+    return float(row[metric_of(row)])
+
+
+def table_mean(row: dict) -> float:
+    """Mean over splits of a Table I row, whatever its metric."""
+    return float(row[f"{row.get('metric', PAPER_METRIC)}_mean"])
+
+
+def table_std(row: dict) -> float:
+    return float(row[f"{row.get('metric', PAPER_METRIC)}_std"])
+
+
+def metrics_in(rows: list[dict]) -> list[str]:
+    """The metrics of ``rows``, the paper's first; the paper's alone when there is no row, so that an
+    empty or κ-only run keeps the columns it always had."""
+    found = {metric_of(row) for row in rows} or {PAPER_METRIC}
+    return sorted(found, key=lambda m: (m != PAPER_METRIC, m))
+
+
+def result_fields(rows: list[dict]) -> list[str]:
+    return RESULT_KEYS + metrics_in(rows) + RESULT_DETAILS
+
+
+def table_fields(table: list[dict]) -> list[str]:
+    metrics = metrics_in(table)
+    return TABLE_KEYS + [f"{m}_{stat}" for m in metrics for stat in ("mean", "std")] + TABLE_DETAILS
+
+
+# ---- rows from a store ------------------------------------------------------------------------
+
+def result_rows(cells: list[dict], store: Store) -> list[dict]:
+    """One row per planned cell whose stage is done and evaluated on the cell's test dataset."""
+    rows = []
+    stages: dict[str, tuple] = {}  # key -> (stage row, its evaluations, published tensors loaded)
+    for c in cells:
+        key = c["stage_key"]
+        if key not in stages:
+            st = store.stage(key)
+            done = bool(st and st["status"] == "done")
+            stages[key] = (st, store.evals(key) if done else {}, _weights_loaded(store, key) if done else "")
+        st, evals, loaded = stages[key]
+        ev = evals.get(c["test"])
+        if ev is None:
+            continue
+        rows.append({
+            "backbone": c["backbone"], "strategy": c["strategy"], "train": c["train"], "test": c["test"],
+            "split": c["split"], ev["metric"]: ev["value"], "metric": ev["metric"], "n_test": ev["n_test"],
+            "best_epoch": st["best_epoch"], "selection": st["spec"]["options"]["selection"],
+            "chain": c["chain"], "weights_loaded": loaded, "stage_key": key,
+        })
+    return rows
+
+
+def _weights_loaded(store: Store, key: str) -> str:
+    """How many published tensors the chain's first stage loaded (e.g. '106/108'), or ''."""
+    while key:
+        st = store.stage(key)
+        if st is None:
+            return ""
+        info = st["weights_info"] or {}
+        if "tensors_total" in info:  # only a stage that loaded published weights counts their tensors
+            return f"{info.get('tensors_loaded')}/{info.get('tensors_total')}"
+        key = st["spec"].get("parent")
+    return ""
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """Mean and sample std (ddof=1) over splits per backbone × strategy × train × test × selection."""
+    groups: dict[tuple, list[float]] = defaultdict(list)
+    metric: dict[tuple, str] = {}
+    for r in rows:
+        key = (r["backbone"], r["strategy"], r["train"], r["test"], r["selection"])
+        groups[key].append(metric_value(r))
+        metric[key] = metric_of(r)  # one test dataset, one metric
+    out = []
+    for (b, s, tr, te, sel), vals in groups.items():
+        n = len(vals)
+        mean = sum(vals) / n
+        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0
+        m = metric[(b, s, tr, te, sel)]
+        paper = PAPER_TABLE1.get((s, tr, te)) if b == PAPER_BACKBONE and m == PAPER_METRIC else None
+        out.append({"backbone": b, "strategy": s, "train": tr, "test": te, "selection": sel, "metric": m,
+                    f"{m}_mean": round(mean, 6), f"{m}_std": round(std, 6), "n_splits": n,
+                    "paper_mean": paper[0] if paper else "", "paper_std": paper[1] if paper else "",
+                    "paper_source": paper[2] if paper else ""})
+    return out
+
+
+def curve_rows(stage_keys, store: Store) -> list[dict]:
+    rows = []
+    for key in stage_keys:
+        st = store.stage(key)
+        if not st or st["status"] != "done":
+            continue
+        spec = st["spec"]
+        for c in st["curves"] or []:
+            rows.append({"stage_key": key, "stage": spec["label"], "backbone": spec["backbone"],
+                         "init": spec["init"], "dataset": spec["dataset"], "split": spec["split"], **c})
+    return rows
+
+
+def stage_rows(stage_keys, store: Store) -> list[dict]:
+    """Provenance of each training stage: label, status, wall time, when it finished, selected epoch."""
+    out = []
+    for key in stage_keys:
+        st = store.stage(key)
+        if st is None:
+            continue
+        spec = st["spec"] or {}
+        out.append({"key": key, "label": spec.get("label", key), "status": st["status"],
+                    "epochs": (spec.get("options") or {}).get("epochs"), "best_epoch": st["best_epoch"],
+                    "n_train": st["n_train"], "n_val": st["n_val"], "wall_s": st["wall_s"],
+                    "finished": st["finished"], "error": st["error"],
+                    "accelerated": (st["weights_info"] or {}).get("accelerated")})
+    return out
+
+
+# ---- the data every report section reads ------------------------------------------------------
+
+def ordered(names, order=DATASET_ORDER) -> list[str]:
+    """``names`` in the paper's order (known names first), then alphabetically."""
+    return sorted(names, key=lambda n: (order.index(n) if n in order else 99, n))
+
+
+@dataclass
+class ReportData:
+    """Everything a report shows, merged over run directories."""
+
+    #: run.json of each run (plus "dir" and "report_source": "store" or "csv"); provenance comes from here
+    runs: list[dict] = field(default_factory=list)
+    #: results.csv rows: backbone, strategy, train, test, split, <metric>, metric, n_test, best_epoch, ...
+    rows: list[dict] = field(default_factory=list)
+    #: table1.csv rows (:func:`aggregate`)
+    table: list[dict] = field(default_factory=list)
+    #: curves.csv rows: stage_key, stage, backbone, init, dataset, split, epoch, train_mape, val_mape, lr
+    curves: list[dict] = field(default_factory=list)
+    #: training stages: key, label, status, wall_s, finished, best_epoch, n_train, n_val, error, run
+    stages: list[dict] = field(default_factory=list)
+    #: records skipped at load time (skipped.csv)
+    skipped: list[dict] = field(default_factory=list)
+    #: model-selection studies (study.json of `select` run directories, plus "dir")
+    studies: list[dict] = field(default_factory=list)
+    #: planned (backbone, strategy, train, test, split) results that are not in the store
+    missing: list[dict] = field(default_factory=list)
+    generated: str = ""
+
+    @property
+    def labels(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for r in self.runs:
+            out.update(r.get("labels", {}))
+        return out
+
+    @property
+    def backbones(self) -> list[str]:
+        names = {r["backbone"] for r in self.table}
+        for run in self.runs:
+            names |= set(run.get("backbones", []))
+        return sorted(names)
+
+    @property
+    def strategies(self) -> list[str]:
+        names = list(dict.fromkeys(s for run in self.runs for s in run.get("strategies", [])))
+        extra = ordered({r["strategy"] for r in self.table} - set(names), STRATEGY_ORDER)
+        return names + extra if names else ordered({r["strategy"] for r in self.table}, STRATEGY_ORDER)
+
+    @property
+    def trains(self) -> list[str]:
+        return ordered({r["train"] for r in self.table}
+                       | {t for run in self.runs for t in run.get("train", [])})
+
+    @property
+    def tests(self) -> list[str]:
+        return ordered({r["test"] for r in self.table}
+                       | {t for run in self.runs for t in run.get("test", [])})
+
+    @property
+    def selections(self) -> list[str]:
+        return sorted({r["selection"] for r in self.table}) or ["paper"]
+
+    @property
+    def metrics(self) -> list[str]:
+        return metrics_in(self.rows)
+
+    @property
+    def planned_splits(self) -> int | None:
+        splits = {run.get("protocol", {}).get("splits") for run in self.runs} - {None}
+        return max(splits) if splits else None
+
+    def planned(self) -> dict[tuple, int]:
+        """(backbone, strategy, train, test) -> number of splits planned, over every run."""
+        out: dict[tuple, set] = defaultdict(set)
+        for run in self.runs:
+            for c in run.get("cells", []):
+                out[(c["backbone"], c["strategy"], c["train"], c["test"])].add(c["split"])
+        return {k: len(v) for k, v in out.items()}
+
+
+# ---- loading run directories ------------------------------------------------------------------
+
+@dataclass
+class LoadedRun:
+    """One run directory as read, before merging: its run.json (tagged with "dir" and "report_source")
+    and its rows."""
+
+    info: dict
+    rows: list[dict] = field(default_factory=list)
+    curves: list[dict] = field(default_factory=list)
+    stages: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    study: dict | None = None
+
+
+def read_csv(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _typed_result(row: dict) -> dict:
+    """A results.csv row with its numbers as numbers and its ``metric`` named."""
+    row = dict(row)
+    row["metric"] = metric_of(row)
+    row[row["metric"]] = float(row[row["metric"]])
+    for k in ("split", "n_test", "best_epoch"):
+        if row.get(k) not in (None, ""):
+            row[k] = int(row[k])
+    return row
+
+
+def _stage_keys(info: dict) -> list[str]:
+    """The run's stages; a run.json written before it listed them: the stages its cells evaluate."""
+    return info.get("stages", sorted({c["stage_key"] for c in info["cells"]}))
+
+
+def _from_store(run: LoadedRun, store: Store) -> None:
+    run.rows = result_rows(run.info["cells"], store)
+    keys = _stage_keys(run.info)
+    run.curves = curve_rows(keys, store)
+    run.stages = stage_rows(keys, store)
+    run.info["report_source"] = "store"
+
+
+def load_run(run_dir: Path, store: Store | None = None, info: dict | None = None,
+             skipped: list[dict] | None = None) -> LoadedRun:
+    """One run directory's rows, curves, stages and skipped records. A run in progress passes its open
+    ``store``, its ``info`` (run.json) and its ``skipped`` records; otherwise they are read from the
+    directory: its store when run.json and store.sqlite are there, else its CSV outputs (the store is
+    gone), else a `select` directory's study alone. Never trains anything."""
+    run_dir = Path(run_dir)
+    info_path = run_dir / "run.json"
+    if info is None:
+        info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    run = LoadedRun(info=dict(info, dir=str(run_dir)))
+    run.skipped = list(skipped) if skipped is not None else read_csv(run_dir / "skipped.csv")
+    study_path = run_dir / "study.json"
+    if study_path.exists():
+        run.study = dict(json.loads(study_path.read_text()), dir=str(run_dir))
+    if store is not None:
+        _from_store(run, store)
+    elif run.study is not None and not info_path.exists():
+        _study_only(run)
+    elif info.get("cells") is not None and (run_dir / "store.sqlite").exists():
+        with_store = Store(run_dir / "store.sqlite")
+        try:
+            _from_store(run, with_store)
+        finally:
+            with_store.close()
+    elif (run_dir / "results.csv").exists():
+        run.rows = [_typed_result(r) for r in read_csv(run_dir / "results.csv")]
+        run.curves = read_csv(run_dir / "curves.csv")
+        run.info["report_source"] = "csv"
+    else:
+        raise UserError(f"{run_dir} is not a run directory (no run.json with store.sqlite, no results.csv): "
+                        "give the --out folder of a run")
+    for s in run.stages:
+        s["run"] = str(run_dir)
+    return run
+
+
+def _study_only(run: LoadedRun) -> None:
+    """A `select` run directory: its study is the report; provenance comes from study.json."""
+    study = run.study
+    run.info.update(kind="select", protocol=None, notes=study.get("notes", []), command=study.get("command"),
+                    started=study.get("started"), finished=study.get("finished"), wall_s=study.get("wall_s"),
+                    report_source="study")
+
+
+def merge(loaded: list[LoadedRun]) -> ReportData:
+    """Merge run directories; a result present in several (same stage and test) counts once."""
+    check_protocols([run.info for run in loaded])
+    data = ReportData()
+    seen: dict[str, set] = defaultdict(set)
+
+    def first(kind: str, key, item: dict, into: list[dict]) -> None:
+        if key not in seen[kind]:
+            seen[kind].add(key)
+            into.append(item)
+
+    for run in loaded:
+        data.runs.append(run.info)
+        for r in run.rows:
+            first("row", (r["stage_key"], r["test"], r["strategy"], r["train"]), r, data.rows)
+        for c in run.curves:
+            first("curve", (c["stage_key"], str(c["epoch"])), c, data.curves)
+        for s in run.stages:
+            first("stage", s["key"], s, data.stages)
+        for s in run.skipped:
+            first("skipped", (s.get("dataset"), s.get("id")), s, data.skipped)
+        if run.study:
+            data.studies.append(run.study)
+    data.table = aggregate(data.rows)
+    data.missing = missing_cells(data)
+    return data
+
+
+def missing_cells(data: ReportData) -> list[dict]:
+    """The planned cells (backbone, strategy, train, test, split) that have no result."""
+    have = {(r["backbone"], r["strategy"], r["train"], r["test"], int(r["split"])) for r in data.rows}
+    return [c for run in data.runs for c in run.get("cells", [])
+            if (c["backbone"], c["strategy"], c["train"], c["test"], c["split"]) not in have]
+
+
+def check_protocols(infos: list[dict]) -> None:
+    """Runs merged into one Table I must share their protocol within a selection mode (each selection mode
+    has its own grid); otherwise a cell would pool, say, 15-epoch and 300-epoch results."""
+    first: dict[str, tuple[str, dict]] = {}
+    for info in infos:
+        proto = info.get("protocol")
+        if not proto:
+            continue
+        sel = proto.get("selection", "paper")
+        rest = {k: v for k, v in proto.items() if k != "selection"}
+        name = str(info.get("dir", info.get("out", "?")))
+        if sel not in first:
+            first[sel] = (name, rest)
+            continue
+        other, ref = first[sel]
+        diff = [f"{k} {ref.get(k)!r} ≠ {rest.get(k)!r}" for k in sorted(set(ref) | set(rest))
+                if ref.get(k) != rest.get(k)]
+        if diff:
+            raise UserError(f"{other} and {name} ran different protocols ({'; '.join(diff)}): their results "
+                            "cannot share a Table I; merge runs of one protocol "
+                            "(one run directory per backbone)")
+
+
+def load_runs(run_dirs) -> ReportData:
+    """The merged report data of run directories, each read by :func:`load_run`."""
+    return merge([load_run(Path(d)) for d in run_dirs])
+
