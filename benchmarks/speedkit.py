@@ -60,8 +60,8 @@ def _job(args):
     split, epochs, batch_size, loop = args
     ctx = _W["ctx"]
     t0 = time.perf_counter()
-    _, summary = train_stage(ctx, spec(ctx, split=split, epochs=epochs, batch_size=batch_size), None, loop=loop,
-                             compile_mode=_W["compile"])
+    _, summary = train_stage(ctx, spec(ctx, split=split, epochs=epochs, batch_size=batch_size), None,
+                             loop=loop, compile_mode=_W["compile"])
     return (summary["n_train"] * len(summary["curves"]), time.perf_counter() - t0, os.getpid(),
             summary["weights_info"].get("accelerated"))
 
@@ -72,9 +72,11 @@ def grid_rate(data_dir, cache_dir, loop, workers, threads, epochs=2, batch_size=
     training structures per second for the whole machine. Start-up, featurisation and (compile "on")
     compilation are excluded: a warm-up stage per worker first, as a grid's later stages find them done."""
     context(data_dir, cache_dir, n).features("megnet", "aflow")  # the cache file exists before the pool
-    with mp.get_context("spawn").Pool(workers, _init, (str(data_dir), str(cache_dir), n, threads, compile)) as pool:
+    with mp.get_context("spawn").Pool(workers, _init,
+                                      (str(data_dir), str(cache_dir), n, threads, compile)) as pool:
         t0 = time.perf_counter()
-        warm = pool.map(_job, [(s, 1, batch_size, loop) for s in range(workers)])  # imports, compile, first steps
+        # imports, compile, first steps
+        warm = pool.map(_job, [(s, 1, batch_size, loop) for s in range(workers)])
         warm_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         res = pool.map(_job, [(s, epochs, batch_size, loop) for s in range(workers)])

@@ -23,9 +23,10 @@ def test_crabnet_train_epoch(benchmark, data_dir, tmp_path, dataset, batch):
     protocol = dataclasses.replace(Protocol(epochs=1), stage_batch_size=((dataset, batch),))
     ctx = Context(load_registry(), data_dir, protocol, tmp_path)
     ctx.features("crabnet", dataset)
-    spec = StageSpec(key="bench", backbone="crabnet", init=Init.random(), parent=None, dataset=dataset, split=0,
-                     options=protocol.training_options(dataset), label="bench")
+    spec = StageSpec(key="bench", backbone="crabnet", init=Init.random(), parent=None, dataset=dataset,
+                     split=0, options=protocol.training_options(dataset), label="bench")
     rounds = 3 if dataset == "dataset1" else 1
     _, summary = benchmark.pedantic(lambda: train_stage(ctx, spec, None), rounds=rounds, iterations=1)
-    benchmark.extra_info["train_formulas_per_s_incl_validation"] = summary["n_train"] / benchmark.stats.stats.mean
+    benchmark.extra_info["train_formulas_per_s_incl_validation"] = (
+        summary["n_train"] / benchmark.stats.stats.mean)
     benchmark.extra_info["settings"] = ctx.backbone("crabnet").settings()

@@ -118,7 +118,8 @@ def test_grid_throughput_fast_vs_plain(benchmark, data_dir, bench_cache, figures
                 res[label].append(r["rate"])
                 warm.setdefault(label, r["warmup_s"])
                 if comp == "on":
-                    assert all(a and a.startswith("torch.compile") for a in r["accelerated"]), r["accelerated"]
+                    assert all(a and a.startswith("torch.compile") for a in r["accelerated"]), (
+                        r["accelerated"])
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     grid = figures.setdefault("grid", {})
@@ -130,8 +131,10 @@ def test_grid_throughput_fast_vs_plain(benchmark, data_dir, bench_cache, figures
     if "b8-plain-2thr" in epoch:
         for label in ("fast", "compiled"):
             figures[f"ratio_grid_{label}_vs_plain_loop_b8"] = grid[f"{label}-2x1"] / epoch["b8-plain-2thr"]
-            figures[f"ratio_grid_{label}_vs_plain_loop_1thr_b8"] = grid[f"{label}-2x1"] / epoch["b8-plain-1thr"]
-            benchmark.extra_info[f"ratio_{label}_vs_plain_loop_2thr"] = figures[f"ratio_grid_{label}_vs_plain_loop_b8"]
+            figures[f"ratio_grid_{label}_vs_plain_loop_1thr_b8"] = (
+                grid[f"{label}-2x1"] / epoch["b8-plain-1thr"])
+            benchmark.extra_info[f"ratio_{label}_vs_plain_loop_2thr"] = (
+                figures[f"ratio_grid_{label}_vs_plain_loop_b8"])
     print("  grid 2x1: " + ", ".join(f"{k} {max(v):.0f}/s" for k, v in res.items())
           + f"; warm-up stage (incl. compile): {warm}; one-process rates: {epoch}")
 
@@ -157,7 +160,7 @@ def test_evaluate(benchmark, data_dir, bench_cache, figures, loop):
 def _subprocess_stage(data_dir, cache, n, epochs, loop="fast", compile="on") -> dict:
     """Train one AFLOW stage in a fresh process: per-epoch wall time and the process's peak RSS
     (compiling included: what a paper-preset AFLOW stage, ≥ 1,000 steps, does by default)."""
-    code = f"""
+    code = (f"""
 import json, sys, time, torch
 sys.path.insert(0, {str(HERE)!r})
 import speedkit as kit
@@ -171,9 +174,10 @@ def on_epoch(e, total):
     now = time.perf_counter(); times.append(now - t[0]); t[0] = now
 from paraisite_bench.train import train_stage
 _, s = train_stage(ctx, stage, None, on_epoch, loop={loop!r}, compile_mode={compile!r})
-print(json.dumps({{"n_train": s["n_train"], "n_val": s["n_val"], "epoch_s": times, "peak_rss_mib": kit.peak_rss_mib(),
+print(json.dumps({{"n_train": s["n_train"], "n_val": s["n_val"], "epoch_s": times,"""
+            f""" "peak_rss_mib": kit.peak_rss_mib(),
                   "accelerated": s["weights_info"].get("accelerated")}}))
-"""
+""")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 

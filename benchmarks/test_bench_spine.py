@@ -31,7 +31,8 @@ def test_train_epoch_dataset1_batch8(benchmark, data_dir, tmp_path):
     ctx = _ctx(data_dir, tmp_path)
     ctx.features("megnet", "dataset1")
     options = Protocol(epochs=1).training_options("dataset1")
-    spec = StageSpec(key="bench", backbone="megnet", init=Init.random(), parent=None, dataset="dataset1", split=0,
-                     options=options, label="bench")
+    spec = StageSpec(key="bench", backbone="megnet", init=Init.random(), parent=None, dataset="dataset1",
+                     split=0, options=options, label="bench")
     _, summary = benchmark.pedantic(lambda: train_stage(ctx, spec, None), rounds=5, iterations=1)
-    benchmark.extra_info["train_structures_per_s_incl_validation"] = summary["n_train"] / benchmark.stats.stats.mean
+    benchmark.extra_info["train_structures_per_s_incl_validation"] = (
+        summary["n_train"] / benchmark.stats.stats.mean)

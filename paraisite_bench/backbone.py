@@ -8,6 +8,8 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 from torch import nn
 
+from .errors import UserError
+
 
 class Backbone:
     """Base class for backbone plugins.
@@ -34,7 +36,8 @@ class Backbone:
         return {}
 
     def featurise(self, record) -> Any:
-        """Turn one record into model input; raise :class:`~paraisite_bench.errors.RecordError` if it can't."""
+        """Turn one record into model input; raise :class:`~paraisite_bench.errors.RecordError` if it
+        can't."""
         raise NotImplementedError
 
     def collate(self, features: Sequence[Any]) -> Any:
@@ -81,8 +84,6 @@ class Backbone:
     def resolve_source(self, source: str) -> str:
         if source == "default":
             if not self.default_weights:
-                from .errors import UserError
-
                 raise UserError(f"backbone {self.name!r} has no published weights: "
                                 "use a strategy that starts from random weights (e.g. scratch)")
             return self.default_weights

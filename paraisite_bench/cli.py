@@ -84,7 +84,7 @@ def cli():
 @cli.command()
 @click.option("--plugin", "plugin_modules", multiple=True, help="Also load this importable plugin module.")
 def plugins(plugin_modules):
-    """List every backbone, dataset, strategy and executor, and which plugin provides it."""
+    """List every backbone, dataset, strategy, executor and report section, and which plugin provides it."""
     reg = load_plugins(plugin_modules)
     click.echo("backbones:")
     for name, cls in sorted(reg.backbones.items()):
@@ -103,6 +103,9 @@ def plugins(plugin_modules):
     click.echo("executors:")
     for name, cls in sorted(reg.executors.items()):
         click.echo(f"  {name:12s} [{reg.providers[('executor', name)]}] {cls.description}")
+    click.echo("report sections (in page order):")
+    for sec in ordered_sections(reg):
+        click.echo(f"  {sec.name:12s} [{sec.plugin}] {sec.title}")
     if reg.broken:
         click.echo("broken plugins:")
         for name, err in reg.broken:
@@ -343,7 +346,8 @@ def select(candidates, dataset, repeats, epochs, pretrain_epochs, pretrain_batch
 
 @cli.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the (merged) report here, with table1.md, "
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Write the (merged) report here, with table1.md, "
               "table1.tex and merged CSVs next to it. Without it, RUN_DIR's own outputs are rewritten.")
 @click.option("--plugin", "plugin_modules", multiple=True,
               help="Also load this importable plugin module (e.g. one that adds a report section).")

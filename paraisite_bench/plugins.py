@@ -25,7 +25,8 @@ ENTRY_POINT_GROUP = "paraisite_bench"
 #: A hook added to ``hookspecs`` gets one line here and one table in :class:`Registry`.
 KINDS: dict[str, tuple[str, str, Callable[[Any], bool]]] = {
     "dataset": ("register_datasets", "datasets", lambda o: isinstance(o, DatasetSpec)),
-    "backbone": ("register_backbones", "backbones", lambda o: isinstance(o, type) and issubclass(o, Backbone)),
+    "backbone": ("register_backbones", "backbones",
+                 lambda o: isinstance(o, type) and issubclass(o, Backbone)),
     "strategy": ("register_strategies", "strategies", lambda o: isinstance(o, Strategy)),
     "executor": ("register_executors", "executors",
                  lambda o: isinstance(o, type) and issubclass(o, Executor)),
@@ -79,7 +80,8 @@ def _registrar(reg: Registry, kind: str, plugin: str):
     def register(obj: Any) -> None:
         name = str(getattr(obj, "name", "") or "").strip().lower()
         if not accepts(obj):
-            raise TypeError(f"{hook} got {obj!r}, which is not a {kind} (see paraisite_bench.hookspecs.{hook})")
+            raise TypeError(f"{hook} got {obj!r}, which is not a {kind} "
+                            f"(see paraisite_bench.hookspecs.{hook})")
         if not name:
             raise ValueError(f"{kind} registered without a name")
         table = reg.table(kind)

@@ -120,12 +120,14 @@ class Store:
              summary["wall_s"], time.strftime("%Y-%m-%dT%H:%M:%S"), None))
 
     def save_failure(self, spec: dict, error: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO stages (key, spec, status, error, finished) VALUES (?,?,?,?,?)",
+        self.db.execute("INSERT OR REPLACE INTO stages (key, spec, status, error, finished) "
+                        "VALUES (?,?,?,?,?)",
                         (spec["key"], json.dumps(spec), "failed", error, time.strftime("%Y-%m-%dT%H:%M:%S")))
 
     def evals(self, key: str) -> dict[str, dict]:
         """test dataset -> {"metric": its metric's name, "value", "n_test"} of one stage."""
-        rows = self.db.execute("SELECT test, metric, value, n_test FROM evals WHERE stage_key=?", (key,)).fetchall()
+        rows = self.db.execute("SELECT test, metric, value, n_test FROM evals WHERE stage_key=?",
+                               (key,)).fetchall()
         return {t: {"metric": m, "value": v, "n_test": n} for t, m, v, n in rows}
 
     def save_evals(self, key: str, results: list[dict]) -> None:

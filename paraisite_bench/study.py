@@ -55,7 +55,8 @@ def parse_candidate(reg: Registry, text: str) -> Candidate:
     name = text.strip().lower()
     backbone, sep, source = name.partition(":")
     if not sep or not backbone or not source:
-        raise UserError(f"candidate {text!r}: expected BACKBONE:SOURCE, e.g. megnet:eform or crabnet:expt_gap")
+        raise UserError(f"candidate {text!r}: expected BACKBONE:SOURCE, "
+                        "e.g. megnet:eform or crabnet:expt_gap")
     bb = reg.backbone(backbone)
     if source in bb.weight_sources:
         return Candidate(name, bb.name, (Stage(Init.weights(source), TARGET),),
@@ -67,7 +68,8 @@ def parse_candidate(reg: Registry, text: str) -> Candidate:
             return Candidate(name, vb.name, (Stage(Init.weights(vb.default_weights), TARGET),),
                              f"{vb.name}, published weights {vb.default_weights} → target")
     if source == "scratch":
-        return Candidate(name, bb.name, (Stage(Init.random(), TARGET),), f"{bb.name}, random weights → target")
+        return Candidate(name, bb.name, (Stage(Init.random(), TARGET),),
+                         f"{bb.name}, random weights → target")
     if source in reg.datasets:
         label = reg.dataset(source).label
         return Candidate(name, bb.name, (Stage(Init.random(), source), Stage(Init.previous(), TARGET)),
@@ -91,7 +93,8 @@ def build_study_plan(ctx: Context, candidates: list[Candidate], target: str, rep
     chains = {}
     for cand in candidates:
         bb = ctx.backbone(cand.backbone)
-        chain = [Stage(s.init, target if s.dataset == TARGET else reg.dataset(s.dataset).name) for s in cand.stages]
+        chain = [Stage(s.init, target if s.dataset == TARGET else reg.dataset(s.dataset).name)
+                 for s in cand.stages]
         reason = input_mismatch(ctx, bb, [s.dataset for s in chain])
         if reason:
             raise UserError(f"candidate {cand.name}: {reason}")
@@ -159,7 +162,7 @@ def composition_notes(ctx: Context, backbones, datasets) -> list[str]:
     and wurtzite polymorphs): a composition backbone gets identical inputs for them. One note per
     dataset, only when a composition backbone is used. run.json and study.json keep them under "notes",
     which the report's notes section shows."""
-    from pymatgen.core import Composition
+    from pymatgen.core import Composition  # ~1 s to import: only when a composition backbone runs
 
     if not any(ctx.backbone(b).input_kind == "composition" for b in backbones):
         return []
@@ -175,7 +178,8 @@ def composition_notes(ctx: Context, backbones, datasets) -> list[str]:
                 groups.setdefault(key, []).append(rec.value)
             dup = {f: v for f, v in groups.items() if len(v) > 1 and len(set(v)) > 1}
             if dup:
-                examples = ", ".join(f"{f} ({' vs '.join(f'{x:.3g}' for x in v)})" for f, v in list(dup.items())[:3])
+                examples = ", ".join(f"{f} ({' vs '.join(f'{x:.3g}' for x in v)})"
+                                     for f, v in list(dup.items())[:3])
                 note = (f"{ctx.registry.dataset(atom).label}: {len(dup)} formulas occur more than once with "
                         f"different values (e.g. {examples}); a composition backbone sees identical inputs "
                         "for them and cannot tell them apart")
@@ -239,7 +243,8 @@ def write_study(out_dir: Path, plan: Plan, store, ctx: Context, meta: dict) -> d
     """study_runs.csv, study.csv (ranked), study.svg, study.json and report.html (the sections of
     ``ctx.registry``, among them the stability study's)."""
     runs = collect(plan, store, ctx)
-    per = {c: [x["mape"] for x in runs if x["candidate"] == c] for c in dict.fromkeys(x["candidate"] for x in runs)}
+    candidates = dict.fromkeys(x["candidate"] for x in runs)
+    per = {c: [x["mape"] for x in runs if x["candidate"] == c] for c in candidates}
     ranked = rank(per, meta["rule"])
     study = dict(meta, ranked=ranked, runs=runs, repeats_vary=REPEATS_VARY)
     with open(out_dir / "study_runs.csv", "w", newline="") as fh:

@@ -191,12 +191,14 @@ def add_datasets(registry, specs: Sequence[DatasetSpec]) -> None:
     for spec in specs:
         if spec.name in registry.datasets:
             raise UserError(f"--dataset-file: dataset name {spec.name!r} is already provided by plugin "
-                            f"{registry.providers[('dataset', spec.name)]!r}: give another name with NAME=PATH")
+                            f"{registry.providers[('dataset', spec.name)]!r}: "
+                            "give another name with NAME=PATH")
         registry.datasets[spec.name] = spec
         registry.providers[("dataset", spec.name)] = PROVIDER
 
 
-def check_inputs(registry, specs: Sequence[DatasetSpec], backbones: Sequence[str], used: Iterable[str]) -> None:
+def check_inputs(registry, specs: Sequence[DatasetSpec], backbones: Sequence[str],
+                 used: Iterable[str]) -> None:
     """A dataset without any CIF cannot feed a structure backbone: say so before anything runs."""
     used = set(used)
     for spec in specs:

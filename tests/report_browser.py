@@ -46,7 +46,8 @@ def chromium():
     try:
         with sync_playwright() as pw:
             ctx = pw.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True,
-                                                        args=CHROMIUM_ARGS, viewport={"width": 1440, "height": 900})
+                                                        args=CHROMIUM_ARGS,
+                                                        viewport={"width": 1440, "height": 900})
             requests: list[str] = []
             ctx.on("request", lambda r: requests.append(r.url))
             # recorded above, then refused: a report that fetches something fails fast instead of hanging
@@ -73,7 +74,8 @@ def outside_requests(requests: list[str], path: Path) -> list[str]:
 
 def read_paper(path: Path = PAPER_CSV) -> dict[tuple[str, str, str], tuple[float, float]]:
     with open(path, newline="") as fh:
-        return {(r["strategy"], r["train"].lower(), r["test"].lower()): (float(r["mape_mean"]), float(r["mape_std"]))
+        return {(r["strategy"], r["train"].lower(), r["test"].lower()):
+                (float(r["mape_mean"]), float(r["mape_std"]))
                 for r in csv.DictReader(fh)}
 
 
@@ -83,7 +85,8 @@ def expected_cells(results_csv: Path, paper: dict) -> dict[tuple, dict]:
     groups = defaultdict(list)
     with open(results_csv, newline="") as fh:
         for r in csv.DictReader(fh):
-            groups[(r["backbone"], r["selection"], r["strategy"], r["train"], r["test"])].append(float(r["mape"]))
+            groups[(r["backbone"], r["selection"], r["strategy"], r["train"], r["test"])].append(
+                float(r["mape"]))
     out = {}
     for key, vals in groups.items():
         n = len(vals)
@@ -160,8 +163,8 @@ def main(argv=None) -> int:
         leaks = outside_requests(requests, html)
     for p in problems + [f"request left the file: {u}" for u in leaks]:
         print(p)
-    print(f"{len(expected)} Table I cells checked, {len(problems)} mismatches, {len(leaks)} outside requests; "
-          f"screenshot {png}")
+    print(f"{len(expected)} Table I cells checked, {len(problems)} mismatches, "
+          f"{len(leaks)} outside requests; screenshot {png}")
     return 1 if problems or leaks else 0
 
 

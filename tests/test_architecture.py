@@ -12,8 +12,8 @@ CORE = Path(__file__).resolve().parents[1] / "paraisite_bench"
 PACKAGE = "paraisite_bench"
 MAX_FUNCTION_LINES = 80
 #: What the core must never import: model libraries and the built-in plugins (they come through hooks).
-FORBIDDEN = ("matgl", "crabnet", "paraisite_megnet", "paraisite_crabnet", "paraisite_ltc", "paraisite_matbench",
-             "paraisite_strategies", "paraisite_report", "paraisite_executors")
+FORBIDDEN = ("matgl", "crabnet", "paraisite_megnet", "paraisite_crabnet", "paraisite_ltc",
+             "paraisite_matbench", "paraisite_strategies", "paraisite_report", "paraisite_executors")
 
 
 def module_name(path: Path, root: Path = CORE, package: str = PACKAGE) -> str:
@@ -39,8 +39,10 @@ def imported_names(tree: ast.AST, module: str, is_package: bool) -> set[str]:
                 prefix = node.module or ""
             out.add(prefix)
             out |= {f"{prefix}.{alias.name}" for alias in node.names}  # `from . import report`
-        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
-              and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+        elif (isinstance(node, ast.Call)
+              and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
+              and node.args and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str)):
             out.add(node.args[0].value)
     return out
 

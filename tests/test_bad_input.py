@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import shutil
 import sqlite3
+from pathlib import Path
 
 import pytest
 from conftest import SMALL
@@ -14,7 +16,7 @@ ONE_JOB = ["--strategies", "scratch", "--splits", "1", "--epochs", "1"]
 
 
 def _one_clear_line(err: str) -> str:
-    lines = [l for l in err.strip().splitlines() if l.strip()]
+    lines = [line for line in err.strip().splitlines() if line.strip()]
     assert len(lines) == 1, err
     assert "Traceback" not in err
     assert lines[0].startswith("error: ")
@@ -89,7 +91,8 @@ def test_bad_records_are_skipped_and_reported(cli, tmp_path, data_dir, monkeypat
     assert code == 0, err
     assert "Traceback" not in err
     skipped = {r["id"]: r["problem"] for r in csv.DictReader(open(out / "skipped.csv"))}
-    assert set(skipped) == {"broken-cif", "polonium", "zero", "negative", "nan", "text", good[1]["id"], "no-cif"}
+    assert set(skipped) == {"broken-cif", "polonium", "zero", "negative", "nan", "text", good[1]["id"],
+                            "no-cif"}
     assert "CIF does not parse" in skipped["broken-cif"]
     assert "Po not in MEGNet" in skipped["polonium"]
     assert "≤ 0" in skipped["zero"] and "≤ 0" in skipped["negative"]
@@ -131,10 +134,7 @@ def test_a_failed_command_loses_nothing_stored(cli, tmp_path):
     assert "0 stages trained, 1 reused" in cli(*args)[1]
 
 
-# ---- the table: ≥ 20 malformed inputs, each one clear line, a documented exit status, nothing lost ----------
-
-import shutil
-from pathlib import Path
+# ---- the table: ≥ 20 malformed inputs, each one clear line, a documented exit status, nothing lost ------
 
 TINY = ["--preset", "quick", "--strategies", "scratch", "--train", "dataset1", "--test", "dataset1",
         "--splits", "1", "--epochs", "1", "--subsample", "dataset1=20", "--no-progress"]
@@ -230,21 +230,25 @@ def _file(d: Path, name: str, text: str) -> str:
 FATAL = [
     ("unknown-backbone", lambda d, dd: ["run", *TINY, "--backbones", "megnet,nope"],
      "unknown backbone 'nope': known backbones are"),
-    ("unknown-strategy", lambda d, dd: ["run", *TINY, "--strategies", "sideways"], "unknown strategy 'sideways'"),
+    ("unknown-strategy", lambda d, dd: ["run", *TINY, "--strategies", "sideways"],
+     "unknown strategy 'sideways'"),
     ("unknown-train", lambda d, dd: ["run", *TINY, "--train", "dataset9"], "unknown dataset 'dataset9'"),
     ("unknown-test", lambda d, dd: ["run", *TINY, "--test", "DATASET1,mixx"], "unknown dataset 'mixx'"),
-    ("unknown-subsample-name", lambda d, dd: ["run", *TINY, "--subsample", "aflw=10"], "unknown dataset 'aflw'"),
+    ("unknown-subsample-name", lambda d, dd: ["run", *TINY, "--subsample", "aflw=10"],
+     "unknown dataset 'aflw'"),
     ("unknown-stage-epochs-name", lambda d, dd: ["run", *TINY, "--stage-epochs", "aflw=3"],
      "unknown dataset 'aflw'"),
     ("unknown-preset", lambda d, dd: ["run", *TINY, "--preset", "quik"], "Invalid value for '--preset'"),
     ("unknown-selection", lambda d, dd: ["run", *TINY, "--selection", "sideways"],
      "Invalid value for '--selection'"),
-    ("unknown-scaler-fit", lambda d, dd: ["run", *TINY, "--scaler-fit", "some"], "Invalid value for '--scaler-fit'"),
+    ("unknown-scaler-fit", lambda d, dd: ["run", *TINY, "--scaler-fit", "some"],
+     "Invalid value for '--scaler-fit'"),
     ("unknown-plugin-run", lambda d, dd: ["run", *TINY, "--plugin", "no_such_module"],
      "--plugin 'no_such_module' cannot be imported"),
     ("unknown-plugin-plugins", lambda d, dd: ["plugins", "--plugin", "no_such_module"],
      "--plugin 'no_such_module' cannot be imported"),
-    ("unknown-command-option", lambda d, dd: ["run", *TINY, "--epoch", "3"], "No such option '--epoch'. (Did you mean one of: '--epochs'"),
+    ("unknown-command-option", lambda d, dd: ["run", *TINY, "--epoch", "3"],
+     "No such option '--epoch'. (Did you mean one of: '--epochs'"),
     ("not-a-number", lambda d, dd: ["run", *TINY, "--subsample", "aflow=ten"], "expected NAME=INTEGER"),
     ("bad-head", lambda d, dd: ["run", *TINY, "--head", "350,wide"], "expected comma-separated widths"),
     ("empty-name-list", lambda d, dd: ["run", *TINY, "--train", ","], "empty list of names"),
@@ -274,22 +278,28 @@ FATAL = [
     ("dataset-file-json-empty-list", lambda d, dd: ["run", *ON_USER, "--dataset-file",
                                                     _file(d, "user.json", '{"records": []}')],
      "user.json: the list of records is empty"),
-    ("dataset-file-unknown-format", lambda d, dd: ["run", *ON_USER, "--dataset-file", _file(d, "user.txt", "x")],
+    ("dataset-file-unknown-format", lambda d, dd: ["run", *ON_USER, "--dataset-file",
+                                                   _file(d, "user.txt", "x")],
      "user.txt: unknown format .txt"),
     ("dataset-file-folder-without-csv", lambda d, dd: ["run", *ON_USER, "--dataset-file",
                                                        "user=" + _folder_without_csv(d, dd)],
      "a folder must hold *.cif files and exactly one CSV"),
-    ("dataset-file-name-clash", lambda d, dd: ["run", *ON_USER, "--dataset-file", _user_json(d, dd, None, "dataset1.json")],
+    ("dataset-file-name-clash", lambda d, dd: ["run", *ON_USER, "--dataset-file",
+                                               _user_json(d, dd, None, "dataset1.json")],
      "dataset name 'dataset1' is already provided by plugin 'ltc'"),
-    ("dataset-file-bad-name", lambda d, dd: ["run", *ON_USER, "--dataset-file", "my data=" + _user_json(d, dd, None)],
+    ("dataset-file-bad-name", lambda d, dd: ["run", *ON_USER, "--dataset-file",
+                                             "my data=" + _user_json(d, dd, None)],
      "'my data' is not a usable dataset name"),
     ("dataset-file-formula-only", lambda d, dd: ["run", *ON_USER, "--dataset-file",
-                                                 _file(d, "user.csv", "id,formula,kappa\na,NaCl,6.5\nb,KCl,7\n")],
+                                                 _file(d, "user.csv",
+                                                       "id,formula,kappa\na,NaCl,6.5\nb,KCl,7\n")],
      "no record has a CIF, so structure backbone 'megnet' cannot use it"),
     ("dataset-file-every-kappa-bad", lambda d, dd: ["run", *ON_USER, "--dataset-file",
                                                     _file(d, "user.json", json.dumps(
-                                                        [{"id": "a", "kappa": 0, "cif": _structure_cif(["Na", "Cl"], 5.6)},
-                                                         {"id": "b", "kappa": -1, "cif": _structure_cif(["K", "Cl"], 6.3)}]))],
+                                                        [{"id": "a", "kappa": 0,
+                                                          "cif": _structure_cif(["Na", "Cl"], 5.6)},
+                                                         {"id": "b", "kappa": -1,
+                                                          "cif": _structure_cif(["K", "Cl"], 6.3)}]))],
      "dataset 'user' has no valid records (2 rejected)"),
 ]
 
@@ -299,14 +309,15 @@ RECORD = [
     ("truncated-cif", lambda d, dd: _user_json(d, dd, {"id": "bad", "kappa": 1.0,
                                                         "cif": _good_records(dd, 1)[0]["cif"][:300]}),
      "CIF has no atoms"),
-    ("not-a-cif", lambda d, dd: _user_json(d, dd, {"id": "bad", "kappa": 1.0, "cif": "data_x\n_cell_length_a 3\nnonsense"}),
+    ("not-a-cif", lambda d, dd: _user_json(d, dd, {"id": "bad", "kappa": 1.0,
+                                                    "cif": "data_x\n_cell_length_a 3\nnonsense"}),
      "CIF has no atoms"),
     ("zero-atoms", lambda d, dd: _user_json(d, dd, {"id": "bad", "kappa": 1.0, "cif": _empty_cell_cif()}),
      "CIF has no atoms"),
     ("disordered", lambda d, dd: _user_json(d, dd, {"id": "bad", "kappa": 1.0, "cif": _disordered_cif()}),
      "structure is disordered (partial occupancies)"),
-    ("element-outside-the-backbone", lambda d, dd: _user_json(d, dd, {"id": "bad", "kappa": 1.0,
-                                                                       "cif": _structure_cif(["Po", "Cl"], 6.0)}),
+    ("element-outside-the-backbone", lambda d, dd: _user_json(d, dd, {
+        "id": "bad", "kappa": 1.0, "cif": _structure_cif(["Po", "Cl"], 6.0)}),
      "element(s) Po not in MEGNet's 89-element embedding"),
     ("absurd-lattice-huge", lambda d, dd: _user_json(d, dd, {"id": "bad", "kappa": 1.0,
                                                               "cif": _structure_cif(["Na", "Cl"], 500.0)}),
@@ -314,7 +325,8 @@ RECORD = [
     ("absurd-lattice-tiny", lambda d, dd: _user_json(d, dd, {"id": "bad", "kappa": 1.0,
                                                               "cif": _structure_cif(["Na", "Cl"], 0.3)}),
      "absurd cell volume"),
-    ("kappa-zero", lambda d, dd: _user_json(d, dd, {"id": "bad", "kappa": 0, "cif": _structure_cif(["Na", "Cl"], 5.6)}),
+    ("kappa-zero", lambda d, dd: _user_json(d, dd, {"id": "bad", "kappa": 0,
+                                                     "cif": _structure_cif(["Na", "Cl"], 5.6)}),
      "kappa 0.0 ≤ 0"),
     ("kappa-negative", lambda d, dd: _user_json(d, dd, {"id": "bad", "kappa": -2.5,
                                                          "cif": _structure_cif(["Na", "Cl"], 5.6)}),
@@ -322,7 +334,8 @@ RECORD = [
     ("kappa-nan", lambda d, dd: _user_json(d, dd, {"id": "bad", "kappa": float("nan"),
                                                     "cif": _structure_cif(["Na", "Cl"], 5.6)}),
      "kappa is nan"),
-    ("kappa-inf", lambda d, dd: _user_csv(d, dd, "id,kappa,cif", "bad,inf,cifs/" + _good_records(dd, 1)[0]["id"] + ".cif"),
+    ("kappa-inf", lambda d, dd: _user_csv(d, dd, "id,kappa,cif",
+                                          "bad,inf,cifs/" + _good_records(dd, 1)[0]["id"] + ".cif"),
      "kappa is inf"),
     ("kappa-string", lambda d, dd: _user_csv(d, dd, "id,kappa,cif", "bad,high,cifs/x.cif"),
      "kappa 'high' is not a number"),
@@ -356,7 +369,8 @@ def test_malformed_input_is_refused_with_one_line(case, build, expected, cli, st
 
 
 @pytest.mark.parametrize("case, build, expected", RECORD, ids=[c[0] for c in RECORD])
-def test_a_malformed_record_is_skipped_with_one_line(case, build, expected, cli, stored_run, tmp_path, data_dir):
+def test_a_malformed_record_is_skipped_with_one_line(case, build, expected, cli, stored_run, tmp_path,
+                                                     data_dir):
     out = tmp_path / "run"
     shutil.copytree(stored_run, out)
     before = _stored(out)
@@ -365,8 +379,10 @@ def test_a_malformed_record_is_skipped_with_one_line(case, build, expected, cli,
     assert code == 0, err
     assert "Traceback" not in err
     bad_id = _good_records(data_dir, 1)[0]["id"] if case == "duplicate-id" else "bad"
-    lines = [l.strip() for l in stdout.splitlines() if l.strip().startswith(f"user: record {bad_id!r}: ")]
-    assert len(lines) == 1 and expected in lines[0] and " — " in lines[0], stdout  # what is wrong — what to do
+    lines = [line.strip() for line in stdout.splitlines()
+             if line.strip().startswith(f"user: record {bad_id!r}: ")]
+    # what is wrong — what to do
+    assert len(lines) == 1 and expected in lines[0] and " — " in lines[0], stdout
     assert "1 record(s) skipped" in stdout
     skipped = list(csv.DictReader(open(out / "skipped.csv")))
     assert [(s["dataset"], s["id"]) for s in skipped] == [("user", bad_id)]

@@ -39,7 +39,8 @@ def test_featurisation_matches_crabnets_own_edm():
 
     bb = _backbone()
     batch = _batch(bb)
-    edm, _y, _f = get_edm(pd.DataFrame({"formula": FORMULAS, "target": np.zeros(len(FORMULAS))}), verbose=False)
+    edm, _y, _f = get_edm(pd.DataFrame({"formula": FORMULAS, "target": np.zeros(len(FORMULAS))}),
+                          verbose=False)
     n = edm.shape[1] // 2
     ref_src = torch.as_tensor(edm[:, :n, 0], dtype=torch.long)
     ref_frac = torch.as_tensor(edm[:, n:, 0], dtype=torch.float32)
@@ -133,7 +134,8 @@ def _rows(path):
 
 def test_crabnet_and_megnet_end_to_end_with_a_shared_pretraining_stage(cli, tmp_path):
     out = tmp_path / "run"
-    args = ["run", "--backbones", "megnet,crabnet", "--strategies", "scratch,pretrained:expt_gap,double:expt_gap",
+    args = ["run", "--backbones", "megnet,crabnet",
+            "--strategies", "scratch,pretrained:expt_gap,double:expt_gap",
             "--train", "dataset1", "--test", "dataset1", "--splits", "1", "--epochs", "2",
             "--stage-epochs", "expt_gap=1,aflow=1", "--subsample", "expt_gap=150,aflow=60",
             "--no-progress", "--out", str(out)]
@@ -153,7 +155,8 @@ def test_crabnet_and_megnet_end_to_end_with_a_shared_pretraining_stage(cli, tmp_
     # the expt_gap stage is trained once and shared by pretrained:expt_gap and double:expt_gap
     db = sqlite3.connect(out / "store.sqlite")
     datasets = [json.loads(s)["dataset"] for (s,) in db.execute("SELECT spec FROM stages")]
-    assert datasets.count("expt_gap") == 1 and datasets.count("aflow") == 1 and datasets.count("dataset1") == 4
+    assert (datasets.count("expt_gap") == 1 and datasets.count("aflow") == 1
+            and datasets.count("dataset1") == 4)
     db.close()
     code, stdout, _ = cli(*args)
     assert code == 0 and "0 stages trained" in stdout

@@ -14,7 +14,8 @@ from conftest import SMALL
 #: scratch + double on Dataset1 (double depends on the AFLOW stage of the same split), 1 split.
 GRID = [*SMALL, "--strategies", "scratch,double", "--train", "dataset1", "--test", "dataset1,aflow",
         "--splits", "1"]
-COMPARED = ("backbone", "strategy", "train", "test", "split", "mape", "n_test", "best_epoch", "chain", "stage_key")
+COMPARED = ("backbone", "strategy", "train", "test", "split", "mape", "n_test", "best_epoch", "chain",
+            "stage_key")
 
 
 def _rows(path):
@@ -83,10 +84,12 @@ def test_ray_executor_reuses_finished_stages_and_evaluates_from_shipped_checkpoi
 @pytest.mark.parametrize("executor", ["ray", "local"])
 def test_the_compile_setting_reaches_the_workers(cli, tmp_path, monkeypatch, executor):
     """`--compile on` in the launcher: Ray tasks and local worker processes compile their stage (and say so
-    in the store); run.json records the setting. (`auto` leaves these 2-epoch stages eager: see test_speed.)"""
+    in the store); run.json records the setting. (`auto` leaves these 2-epoch stages eager: see
+    test_speed.)"""
     if executor == "ray":
         pytest.importorskip("ray")
-    monkeypatch.setenv("PARAISITE_BENCH_COMPILE", "off")  # restored after the test (the CLI sets it in-process)
+    # restored after the test (the CLI sets it in-process)
+    monkeypatch.setenv("PARAISITE_BENCH_COMPILE", "off")
     out = tmp_path / executor
     args = [*SMALL, "--strategies", "scratch", "--train", "dataset1", "--test", "dataset1", "--splits", "2",
             "--workers", "2", "--compile", "on", "--out", str(out)]
@@ -127,8 +130,9 @@ def test_early_stop_is_off_by_default_and_part_of_the_key_when_on(serial, cli, t
     assert "early_stop" not in Protocol().training_options("aflow")
     assert Protocol(early_stop=3).training_options("aflow")["early_stop"] == 3
     out = tmp_path / "es"
-    code, text, err = cli("run", *SMALL, "--strategies", "scratch", "--train", "dataset1", "--test", "dataset1",
-                          "--splits", "1", "--epochs", "12", "--early-stop", "1", "--out", str(out))
+    code, text, err = cli("run", *SMALL, "--strategies", "scratch", "--train", "dataset1",
+                          "--test", "dataset1", "--splits", "1", "--epochs", "12", "--early-stop", "1",
+                          "--out", str(out))
     assert code == 0, err
     assert "early stopping was ON (patience 1 epochs)" in text
     info = json.loads((out / "run.json").read_text())

@@ -135,8 +135,8 @@ def _hammer(path: str, writer: int, n: int, barrier) -> None:
     store = Store(Path(path), lock=False)
     for i in range(n):
         spec = {"key": f"w{writer}-{i}", "label": "x"}
-        store.save_stage(spec, {"best_epoch": 1, "best_val": 0.5, "n_train": 1, "n_val": 1, "weights_info": {},
-                                "curves": [{"epoch": 1}], "wall_s": 0.0}, "digest")
+        store.save_stage(spec, {"best_epoch": 1, "best_val": 0.5, "n_train": 1, "n_val": 1,
+                                "weights_info": {}, "curves": [{"epoch": 1}], "wall_s": 0.0}, "digest")
         store.save_evals(spec["key"], [{"test": "dataset1", "metric": "mape", "value": 0.1, "n_test": 3},
                                        {"test": "dataset2", "metric": "mape", "value": 0.2, "n_test": 4}])
     store.close()
@@ -144,7 +144,8 @@ def _hammer(path: str, writer: int, n: int, barrier) -> None:
 
 def test_concurrent_writers_below_the_lock_do_not_corrupt_the_store(tmp_path):
     """Without the directory lock, processes creating and writing one SQLite store at once lose nothing
-    (WAL + busy timeout; this test caught the WAL switch of a new database failing with 'database is locked')."""
+    (WAL + busy timeout; this test caught the WAL switch of a new database failing with 'database is
+    locked')."""
     path = tmp_path / "store.sqlite"
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(4)
@@ -184,8 +185,8 @@ def test_the_store_lock_is_released_on_close_and_by_a_killed_process(tmp_path):
 
 # ---- corrupted checkpoints and caches ---------------------------------------------------------
 
-SMALL_RUN = ["run", "--preset", "quick", "--strategies", "scratch", "--train", "dataset1", "--test", "dataset1",
-             "--splits", "2", "--epochs", "2", "--threads", "1", "--no-progress"]
+SMALL_RUN = ["run", "--preset", "quick", "--strategies", "scratch", "--train", "dataset1",
+             "--test", "dataset1", "--splits", "2", "--epochs", "2", "--threads", "1", "--no-progress"]
 
 
 @pytest.fixture(scope="module")

@@ -59,7 +59,8 @@ def test_a_broken_plugin_is_listed_not_fatal(cli):
     code, out, _ = cli("plugins", "--plugin", "broken_plugin_for_tests")
     assert code == 0
     assert "megnet       [megnet]" in out
-    assert "broken plugins:\n  broken_plugin_for_tests: register_backbones: ImportError: needs a library" in out
+    assert ("broken plugins:\n"
+            "  broken_plugin_for_tests: register_backbones: ImportError: needs a library") in out
 
 
 def test_a_failing_backbone_does_not_stop_the_grid(cli, tmp_path):
@@ -88,10 +89,11 @@ def test_hook_docstring_examples_run(hook, code, tmp_path, monkeypatch, cli):
     """Each hook's documented example is a working plugin: loaded like a third party's module."""
     (tmp_path / f"example_{hook}.py").write_text(code)
     monkeypatch.syspath_prepend(str(tmp_path))
-    args = {"register_backbones": ["--backbones", "meanmass", "--strategies", "scratch", "--train", "dataset1",
-                                   "--test", "dataset1"],
+    args = {"register_backbones": ["--backbones", "meanmass", "--strategies", "scratch",
+                                   "--train", "dataset1", "--test", "dataset1"],
             "register_datasets": ["--strategies", "scratch", "--train", "d1-halides", "--test", "d1-halides"],
-            "register_strategies": ["--strategies", "double-mix", "--train", "dataset1", "--test", "dataset1"]}[hook]
+            "register_strategies": ["--strategies", "double-mix", "--train", "dataset1",
+                                    "--test", "dataset1"]}[hook]
     code_, out, err = cli("run", *SMALL, "--plugin", f"example_{hook}", *args, "--splits", "1",
                           "--out", str(tmp_path / "r"))
     assert code_ == 0, err

@@ -30,7 +30,8 @@ pytestmark = pytest.mark.skipif(REASON is not None, reason=f"browser test skippe
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory, data_dir, cache_dir):
     """The quick preset cut down: MEGNet, 2 splits, 2 epochs, Dataset2 and AFLOW subsampled; Dataset1 and
-    Dataset2 as training and test sets; scratch and double (so the chain and the paper's README cells show)."""
+    Dataset2 as training and test sets; scratch and double (so the chain and the paper's README cells
+    show)."""
     from paraisite_bench.cli import main
 
     os.environ["PARAISITE_BENCH_DATA"] = str(data_dir)
@@ -129,7 +130,8 @@ def test_a_wrong_cell_fails_the_check(small_run, browser, paper, tmp_path, cli, 
         text = text[:start] + wrong + text[end:]
         cell_start = text.rindex("<td ", 0, start)
         attrs = text[cell_start:start]
-        key = next(k for k in expected if f'data-strategy="{k[2]}" data-train="{k[3]}" data-test="{k[4]}"' in attrs)
+        key = next(k for k in expected
+                   if f'data-strategy="{k[2]}" data-train="{k[3]}" data-test="{k[4]}"' in attrs)
         html = tmp_path / "report.html"
         html.write_text(text)
     page = open_report(ctx, html)

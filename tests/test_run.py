@@ -95,7 +95,8 @@ def test_the_aflow_stage_is_trained_once_and_shared(grid):
 
 def test_rerun_skips_finished_jobs_and_gives_the_same_table(grid, cli):
     before = (grid / "table1.csv").read_text()
-    code, out, err = cli("run", *SMALL, "--train", "dataset1,aflow", "--test", "dataset1,aflow", "--out", str(grid))
+    code, out, err = cli("run", *SMALL, "--train", "dataset1,aflow", "--test", "dataset1,aflow",
+                         "--out", str(grid))
     assert code == 0, err
     assert "0 stages trained, 10 reused" in out
     assert (grid / "table1.csv").read_text() == before
@@ -139,7 +140,8 @@ def test_resume_after_interruption_gives_the_same_table(tmp_path, sig, workers, 
     import psutil
 
     args = ["run", "--preset", "quick", "--strategies", "scratch,pretrained", "--train", "dataset1",
-            "--test", "dataset1", "--splits", "3", "--epochs", "8", "--no-progress", "--workers", str(workers)]
+            "--test", "dataset1", "--splits", "3", "--epochs", "8", "--no-progress",
+            "--workers", str(workers)]
     env = dict(os.environ)
     interrupted = tmp_path / "interrupted"
     proc = _spawn([*args, "--out", str(interrupted)], env)
@@ -192,7 +194,8 @@ def test_a_corrupted_checkpoint_is_retrained_not_used(grid, cli):
     ckpt = grid / "checkpoints" / f"{key}.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])  # a partial file, as a crash mid-write would leave
     before = (grid / "table1.csv").read_text()
-    code, out, err = cli("run", *SMALL, "--train", "dataset1,aflow", "--test", "dataset1,aflow", "--out", str(grid))
+    code, out, err = cli("run", *SMALL, "--train", "dataset1,aflow", "--test", "dataset1,aflow",
+                         "--out", str(grid))
     assert code == 0, err
     assert "1 stages trained, 9 reused" in out
     assert (grid / "table1.csv").read_text() == before  # retraining is deterministic

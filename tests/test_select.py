@@ -9,10 +9,10 @@ import sqlite3
 import xml.etree.ElementTree as ET
 
 import pytest
+from paraisite_report.stability import render_html
 
 from paraisite_bench.errors import UserError
 from paraisite_bench.study import parse_rule, rank
-from paraisite_report.stability import render_html
 
 CANDIDATES = "megnet:eform,megnet:bandgap,crabnet:expt_gap,crabnet:elasticity_log10_kvrh"
 
@@ -60,7 +60,8 @@ def test_select_four_candidates_ranked_with_plot_and_shared_pretraining(cli, tmp
     assert any("26 formulas" in n for n in study["notes"])
     # published weights really loaded, strictly; pretraining stages trained once and shared by repeats
     db = sqlite3.connect(out / "store.sqlite")
-    stages = [(json.loads(s), json.loads(w or "{}")) for s, w in db.execute("SELECT spec, weights_info FROM stages")]
+    stages = [(json.loads(s), json.loads(w or "{}"))
+              for s, w in db.execute("SELECT spec, weights_info FROM stages")]
     db.close()
     pre = [s for s, _ in stages if s["dataset"] != "dataset1"]
     assert sorted(s["dataset"] for s in pre) == ["elasticity_log10_kvrh", "expt_gap"]
@@ -86,8 +87,9 @@ def test_rules_rank_differently_and_bad_rules_are_one_line(cli):
     assert parse_rule("Mean + 2*std") == ("mean", 2.0)
     with pytest.raises(UserError):
         parse_rule("lowest")
-    assert "jumpy" in render_html({"dataset_label": "D", "repeats": 3, "repeats_vary": "split", "rule": "mean",
-                                   "selection": "paper", "epochs": 1, "ranked": rank(per, "mean")}, svg="")
+    assert "jumpy" in render_html({"dataset_label": "D", "repeats": 3, "repeats_vary": "split",
+                                   "rule": "mean", "selection": "paper", "epochs": 1,
+                                   "ranked": rank(per, "mean")}, svg="")
     code, _out, err = cli("select", "--candidates", "megnet:eform", "--rule", "best", "--repeats", "1")
     assert code == 2 and err.count("\n") == 1 and "--rule 'best'" in err
 

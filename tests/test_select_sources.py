@@ -40,8 +40,10 @@ def test_bandgap_weights_load_strictly_and_predict_known_pbe_gaps(data_dir):
         assert got == pytest.approx(ref[-1], abs=0.3)
     # the state input is the fidelity: GLLB-SC (1) predicts a much wider NaCl gap than PBE (0)
     assert _gaps(bb, module, 1)[0] > pbe[0] + 2.0
-    assert module(bb.collate([bb.featurise(Record(id="x", formula="Al", value=1.0, cif=Structure.from_spacegroup(
-        "Fm-3m", Lattice.cubic(4.05), ["Al"], [[0, 0, 0]]).to(fmt="cif")))])).shape == (1, 16)
+    assert module(bb.collate([bb.featurise(Record(
+        id="x", formula="Al", value=1.0,
+        cif=Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.05), ["Al"], [[0, 0, 0]]).to(fmt="cif")))])
+    ).shape == (1, 16)
 
 
 def test_bandgap_weights_do_not_fit_the_eform_architecture(data_dir):

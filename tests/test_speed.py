@@ -74,7 +74,8 @@ def test_fast_megnet_forward_is_matgl_forward(ctx, backbone, init):
         assert torch.allclose(out, ref_out, rtol=1e-10, atol=1e-12)
         assert grads.keys() == ref_grads.keys() and len(grads) > 90
         for name, g in grads.items():
-            assert torch.allclose(g, ref_grads[name], rtol=1e-9, atol=1e-9 * ref_grads[name].abs().max()), name
+            assert torch.allclose(g, ref_grads[name], rtol=1e-9,
+                                  atol=1e-9 * ref_grads[name].abs().max()), name
     # a perturbed parameter changes the fast output: the path really reads the model's weights
     model.float()
     with torch.no_grad():
@@ -134,8 +135,8 @@ def test_a_failing_compile_trains_eagerly(ctx, monkeypatch, capsys):
 
     monkeypatch.setattr(fast, "compiled", broken)
     monkeypatch.setenv("PARAISITE_BENCH_COMPILE", "on")
-    spec = StageSpec(key="nc", backbone="megnet", init=Init.random(), parent=None, dataset="dataset1", split=0,
-                     options=dict(ctx.protocol.training_options("dataset1"), epochs=2), label="nc")
+    spec = StageSpec(key="nc", backbone="megnet", init=Init.random(), parent=None, dataset="dataset1",
+                     split=0, options=dict(ctx.protocol.training_options("dataset1"), epochs=2), label="nc")
     payload, summary = train_stage(ctx, spec, None)
     err = capsys.readouterr().err
     assert "torch.compile failed (RuntimeError: InvalidCxxCompiler: No working C++ compiler found)" in err
@@ -161,8 +162,8 @@ def test_the_fast_loop_flushes_denormals_during_its_stage_only(ctx):
     flushes them to zero while it trains and restores the default after."""
     tiny = torch.tensor([1e-39])  # a denormal float32
     seen = []
-    spec = StageSpec(key="ftz", backbone="megnet", init=Init.random(), parent=None, dataset="dataset1", split=0,
-                     options=dict(ctx.protocol.training_options("dataset1"), epochs=2), label="ftz")
+    spec = StageSpec(key="ftz", backbone="megnet", init=Init.random(), parent=None, dataset="dataset1",
+                     split=0, options=dict(ctx.protocol.training_options("dataset1"), epochs=2), label="ftz")
     train_stage(ctx, spec, None, on_epoch=lambda e, n: seen.append(float(tiny * 1.0)))
     assert seen == [0.0, 0.0]
     assert float(tiny * 1.0) > 0  # restored

@@ -49,9 +49,12 @@ def test_published_weights_reproduce_reference_formation_energies(data_dir):
 
     mp = {"NaCl": -2.10, "MgO": -3.05, "CsCl": -2.21}  # Materials Project, eV/atom
     structures = {
-        "NaCl": Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.69), ["Na", "Cl"], [[0, 0, 0], [.5, .5, .5]]),
-        "MgO": Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.26), ["Mg", "O"], [[0, 0, 0], [.5, .5, .5]]),
-        "CsCl": Structure.from_spacegroup("Pm-3m", Lattice.cubic(4.14), ["Cs", "Cl"], [[0, 0, 0], [.5, .5, .5]]),
+        "NaCl": Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.69), ["Na", "Cl"],
+                                          [[0, 0, 0], [.5, .5, .5]]),
+        "MgO": Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.26), ["Mg", "O"],
+                                         [[0, 0, 0], [.5, .5, .5]]),
+        "CsCl": Structure.from_spacegroup("Pm-3m", Lattice.cubic(4.14), ["Cs", "Cl"],
+                                          [[0, 0, 0], [.5, .5, .5]]),
     }
     bb = M3GNetBackbone()
     module = bb.build()
@@ -81,9 +84,9 @@ def test_published_weights_reproduce_reference_formation_energies(data_dir):
 
 def test_run_compares_megnet_and_m3gnet(cli, tmp_path):
     out = tmp_path / "run"
-    code, stdout, err = cli("run", *SMALL, "--backbones", "megnet,m3gnet", "--strategies", "scratch,pretrained",
-                            "--train", "dataset1", "--test", "dataset1", "--splits", "1", "--epochs", "2",
-                            "--out", str(out))
+    code, stdout, err = cli("run", *SMALL, "--backbones", "megnet,m3gnet",
+                            "--strategies", "scratch,pretrained", "--train", "dataset1", "--test", "dataset1",
+                            "--splits", "1", "--epochs", "2", "--out", str(out))
     assert code == 0, err
     rows = list(csv.DictReader(open(out / "results.csv")))
     got = {(r["backbone"], r["strategy"]): r for r in rows}

@@ -52,9 +52,10 @@ def test_three_forms_of_the_same_data_read_the_same_records(user_files):
 def test_run_trains_and_tests_on_user_datasets_in_worker_processes(cli, tmp_path, user_files):
     d, _ = user_files
     out = tmp_path / "run"
-    code, stdout, err = cli("run", "--preset", "quick", "--strategies", "scratch", "--splits", "1", "--epochs", "1",
-                            "--no-progress", "--workers", "2",
-                            "--dataset-file", str(d / "kappa_paths.csv"), "--dataset-file", f"folder={d / 'cifs'}",
+    code, stdout, err = cli("run", "--preset", "quick", "--strategies", "scratch", "--splits", "1",
+                            "--epochs", "1", "--no-progress", "--workers", "2",
+                            "--dataset-file", str(d / "kappa_paths.csv"),
+                            "--dataset-file", f"folder={d / 'cifs'}",
                             "--dataset-file", str(d / "mixed.csv"),
                             "--train", "kappa_paths,folder,mixed", "--test", "kappa_paths,dataset1",
                             "--out", str(out))

@@ -88,7 +88,8 @@ def settings_from_env() -> dict[str, Any]:
         except ValueError:
             raise UserError(f"{ENV}={raw!r}: {key} needs a {type(DEFAULTS[key]).__name__}") from None
     if out["d_model"] % out["heads"] or out["d_model"] % 2:
-        raise UserError(f"{ENV}: d_model ({out['d_model']}) must be even and divisible by heads ({out['heads']})")
+        raise UserError(f"{ENV}: d_model ({out['d_model']}) must be even and divisible by heads "
+                        f"({out['heads']})")
     return out
 
 
@@ -111,7 +112,8 @@ class CrabNetRepresentation(nn.Module):
         with warnings.catch_warnings():  # torch's nested-tensor note about CrabNet's batch_first=False
             warnings.simplefilter("ignore", UserWarning)
             self.subcrab = kingcrab.SubCrab(out_dims=3, d_model=settings["d_model"], N=settings["N"],
-                                            heads=settings["heads"], dim_feedforward=settings["dim_feedforward"],
+                                            heads=settings["heads"],
+                                            dim_feedforward=settings["dim_feedforward"],
                                             dropout=settings["dropout"], elem_prop="mat2vec")
 
     def hidden(self, src: torch.Tensor, frac: torch.Tensor) -> torch.Tensor:
@@ -165,7 +167,8 @@ class CrabNetBackbone(Backbone):
             raise RecordError(record.source, record.id, f"formula {record.formula!r} does not parse "
                               f"({type(exc).__name__})", "give a chemical formula such as Fe2O3") from None
         if not comp:
-            raise RecordError(record.source, record.id, "empty formula", "give a chemical formula such as Fe2O3")
+            raise RecordError(record.source, record.id, "empty formula",
+                              "give a chemical formula such as Fe2O3")
         unknown = sorted(set(comp) - set(self._symbols))
         if unknown:
             raise RecordError(record.source, record.id, f"element(s) {', '.join(unknown)} unknown to mat2vec",

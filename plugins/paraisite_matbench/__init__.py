@@ -40,9 +40,11 @@ TASKS = {t.name: t for t in (
     Task("dielectric", "dielectric.csv", "matbench_dielectric", "mb-dielectric", "refractive index", "",
          "4,764 compositions, refractive index (DFPT, Materials Project)"),
     Task("elasticity_log10_kvrh", "elasticity_log10(K_VRH).csv", "matbench_log_kvrh", "mb-log-kvrh",
-         "log10 K_VRH", "log10(GPa)", "10,987 compositions, log10 of the VRH bulk modulus (Materials Project)"),
+         "log10 K_VRH", "log10(GPa)",
+         "10,987 compositions, log10 of the VRH bulk modulus (Materials Project)"),
     Task("elasticity_log10_gvrh", "elasticity_log10(G_VRH).csv", "matbench_log_gvrh", "mb-log-gvrh",
-         "log10 G_VRH", "log10(GPa)", "10,987 compositions, log10 of the VRH shear modulus (Materials Project)"),
+         "log10 G_VRH", "log10(GPa)",
+         "10,987 compositions, log10 of the VRH shear modulus (Materials Project)"),
     Task("phonons", "phonons.csv", "matbench_phonons", "mb-phonons", "last phonon DOS peak", "cm^-1",
          "1,265 compositions, frequency of the highest phonon DOS peak (Petretto et al. 2018)"),
 )}
@@ -108,7 +110,8 @@ def dataset_specs() -> list[DatasetSpec]:
     specs.append(DatasetSpec(
         name=AFLOW_COMP, display_name="AFLOW AGL (compositions)", input_kind="composition", target=KAPPA,
         description="4,888 AFLOW compositions with the AGL κ at 300 K (CrabNet's benchmark table)",
-        citation="Toher et al., PRB 90, 174107 (2014); Wang et al., npj Comput. Mater. 7, 77 (2021) (CrabNet)",
+        citation="Toher et al., PRB 90, 174107 (2014); "
+                 "Wang et al., npj Comput. Mater. 7, 77 (2021) (CrabNet)",
         loader=load_aflow_comp))
     return specs
 

@@ -257,13 +257,15 @@ class MEGNetBackbone(Backbone):
             module.compiled = False
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             print(f"paraisite-bench: torch.compile failed ({type(exc).__name__}: {first}); training "
-                  "without it (the same function, slower). Set PARAISITE_BENCH_COMPILE=off to skip the attempt.",
+                  "without it (the same function, slower). "
+                  "Set PARAISITE_BENCH_COMPILE=off to skip the attempt.",
                   file=sys.stderr)
             return None
         finally:
             for p in module.parameters():
                 p.grad = None
-        return f"torch.compile (inductor, dynamic shapes; {time.perf_counter() - t0:.1f} s on its first batch)"
+        return (f"torch.compile (inductor, dynamic shapes; {time.perf_counter() - t0:.1f} s "
+                "on its first batch)")
 
     def load_weights(self, module: nn.Module, source: str, data_dir: Path) -> dict[str, Any]:
         if source not in self.sources:
@@ -276,8 +278,10 @@ class MEGNetBackbone(Backbone):
                             f"models/{self.sources[source][0]}/state.pt")
         init_args = json.loads((folder / "model.json").read_text())["kwargs"]["model"]["init_args"]
         for key, value in self.arch.items():
-            if init_args.get(key) is not None and init_args[key] != (list(value) if isinstance(value, tuple) else value):
-                raise UserError(f"{folder}/model.json: {key}={init_args[key]} differs from this backbone's {value}")
+            if (init_args.get(key) is not None
+                    and init_args[key] != (list(value) if isinstance(value, tuple) else value)):
+                raise UserError(f"{folder}/model.json: {key}={init_args[key]} differs from this "
+                                f"backbone's {value}")
         raw = torch.load(state_file, map_location="cpu", weights_only=True)
         state = {k.removeprefix("model."): v for k, v in raw.items()}
         target = module.megnet.state_dict()

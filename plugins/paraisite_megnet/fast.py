@@ -57,7 +57,8 @@ def _seg_sum(x: Tensor, index: Tensor, n: int) -> Tensor:
     return x.new_zeros((n,) + tuple(x.shape[1:])).index_add_(0, index, x)
 
 
-def _set2set(x: Tensor, index: Tensor, n: int, lstm: tuple[Tensor, Tensor, Tensor, Tensor], iters: int) -> Tensor:
+def _set2set(x: Tensor, index: Tensor, n: int, lstm: tuple[Tensor, Tensor, Tensor, Tensor],
+             iters: int) -> Tensor:
     """PyG's Set2Set (one LSTM layer) on segments ``index`` of ``x``: ``(n, 2 * dim)``."""
     w_ih, w_hh, b_ih, b_hh = lstm
     dim = x.shape[1]
@@ -100,7 +101,8 @@ def supported(megnet: nn.Module) -> bool:
 
 
 def forward(megnet: nn.Module, node_lstm, edge_lstm, node_type: Tensor, pos: Tensor, edge_index: Tensor,
-            pbc_offshift: Tensor, state_attr: Tensor, batch: Tensor, num_graphs: int, drop_last: int = 1) -> Tensor:
+            pbc_offshift: Tensor, state_attr: Tensor, batch: Tensor, num_graphs: int,
+            drop_last: int = 1) -> Tensor:
     """MEGNet's readout through ``output_proj`` minus its last ``drop_last`` modules (1: the 16-d
     representation, i.e. without the final Linear; 0: the full MEGNet output, shape ``(graphs, 1)``).
     ``node_lstm``/``edge_lstm``: :func:`lstm_weights` of the two Set2Sets, passed as tensors (dynamo
@@ -118,7 +120,8 @@ def forward(megnet: nn.Module, node_lstm, edge_lstm, node_type: Tensor, pos: Ten
     ones = torch.ones_like(src, dtype=e.dtype)
     inv_in_degree = (1.0 / _seg_sum(ones, dst, n_nodes).clamp_(min=1)).unsqueeze(1)
     inv_edges = (1.0 / _seg_sum(ones, edge_batch, n_graphs).clamp_(min=1)).unsqueeze(1)
-    inv_nodes = (1.0 / _seg_sum(torch.ones_like(batch, dtype=e.dtype), batch, n_graphs).clamp_(min=1)).unsqueeze(1)
+    inv_nodes = (1.0 / _seg_sum(torch.ones_like(batch, dtype=e.dtype), batch, n_graphs)
+                 .clamp_(min=1)).unsqueeze(1)
     for block in megnet.blocks:
         e0, v0, u0 = e, v, u
         if block.has_dense:

@@ -44,7 +44,8 @@ def pretraining_strategies(dataset: str, label: str = "", aflow: str = "aflow") 
     if dataset != aflow and "aflow" not in dataset:
         out.append(Strategy(
             name=f"double:{dataset}", description=f"random weights → {label} → AFLOW AGL → target",
-            stages=(Stage(Init.random(), dataset), Stage(Init.previous(), aflow), Stage(Init.previous(), TARGET)),
+            stages=(Stage(Init.random(), dataset), Stage(Init.previous(), aflow),
+                    Stage(Init.previous(), TARGET)),
             skip_targets=(dataset, aflow),
         ))
     return out

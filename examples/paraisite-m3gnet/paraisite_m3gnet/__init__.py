@@ -136,7 +136,8 @@ class M3GNetBackbone(Backbone):
 
     def load_weights(self, module: nn.Module, source: str, data_dir: Path) -> dict[str, Any]:
         if source not in SOURCES:
-            raise UserError(f"m3gnet has no published weights {source!r}: known sources are {', '.join(SOURCES)}")
+            raise UserError(f"m3gnet has no published weights {source!r}: known sources are "
+                            f"{', '.join(SOURCES)}")
         folder = Path(data_dir) / "models" / SOURCES[source][0]
         state_file = folder / "state.pt"
         if not state_file.exists():
@@ -149,7 +150,8 @@ class M3GNetBackbone(Backbone):
                             "it must be matgl's model.json of M3GNet-MP-2018.6.1-Eform") from None
         for key, value in ARCH.items():
             if key in init_args and init_args[key] is not None and init_args[key] != value:
-                raise UserError(f"{folder}/model.json: {key}={init_args[key]} differs from this backbone's {value}")
+                raise UserError(f"{folder}/model.json: {key}={init_args[key]} differs from this "
+                                f"backbone's {value}")
         if tuple(init_args.get("element_types") or self.element_types) != self.element_types:
             raise UserError(f"{folder}/model.json: its element list differs from matgl's DEFAULT_ELEMENTS")
         raw = torch.load(state_file, map_location="cpu", weights_only=True)
