@@ -1,5 +1,6 @@
-"""Plugin discovery: every backbone, dataset and strategy comes from the ``paraisite_bench``
-entry-point group (built-ins included), or from modules passed in explicitly (tests, scripts)."""
+"""Plugin discovery: every backbone, dataset, strategy, executor and report section comes from the
+``paraisite_bench`` entry-point group (built-ins included), or from modules passed in explicitly
+(``--plugin``, tests, scripts)."""
 
 from __future__ import annotations
 

@@ -325,8 +325,8 @@ def load_run(run_dir: Path, store: Store | None = None, info: dict | None = None
         run.curves = read_csv(run_dir / "curves.csv")
         run.info["report_source"] = "csv"
     else:
-        raise UserError(f"{run_dir} is not a run directory (no run.json with store.sqlite, no results.csv): "
-                        "give the --out folder of a run")
+        lacks = "no run.json" if not info_path.exists() else "no store.sqlite, no results.csv"
+        raise UserError(f"{run_dir} is not a run directory ({lacks}): give the --out folder of a run")
     for s in run.stages:
         s["run"] = str(run_dir)
     return run

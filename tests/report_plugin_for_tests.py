@@ -34,7 +34,7 @@ def register_report_sections(register):
 
 def _log_kappa(ctx):
     _doc, records = read_ltc_json(ctx.path("ltc", "dataset1.json.gz"), "d1_logk")
-    return [Record(r.id, r.formula, math.log10(r.kappa), r.cif, r.source) for r in records[:40]]
+    return [Record(r.id, r.formula, math.log10(r.value), r.cif, r.source) for r in records[:40]]
 
 
 @hookimpl

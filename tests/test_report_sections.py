@@ -124,7 +124,7 @@ def test_a_regression_target_writes_mae_columns(cli, tmp_path, data_dir):
     by_test = {t: [r for r in rows if r["test"] == t] for t in ("d1_logk", "dataset1")}
     assert all(r["mae"] and not r["mape"] for r in by_test["d1_logk"]) and len(by_test["d1_logk"]) == 2
     assert all(r["mape"] and not r["mae"] for r in by_test["dataset1"]) and len(by_test["dataset1"]) == 2
-    values = [r.kappa for r in _log_kappa(LoadContext(data_dir))]
+    values = [r.value for r in _log_kappa(LoadContext(data_dir))]
     spread = max(values) - min(values)
     assert all(0 < float(r["mae"]) < spread for r in by_test["d1_logk"])
     table = {t["test"]: t for t in _rows(out / "table1.csv")}
