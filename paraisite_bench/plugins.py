@@ -5,8 +5,13 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.metadata
+import json
+import sys
+import types
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import pluggy
@@ -47,6 +52,8 @@ class Registry:
     providers: dict[tuple[str, str], str] = field(default_factory=dict)
     #: (plugin, one-line error) for plugins that failed to load or register
     broken: list[tuple[str, str]] = field(default_factory=list)
+    #: plugin -> (module holding its hooks, distribution of its entry point or None); see :meth:`identity`
+    origins: dict[str, tuple[str, str | None]] = field(default_factory=dict)
 
     def table(self, kind: str) -> dict:
         return getattr(self, KINDS[kind][1])
@@ -59,6 +66,25 @@ class Registry:
             raise UserError(f"unknown {kind} {name!r}: known {KINDS[kind][1]} are {known} "
                             "(see `paraisite-bench plugins`)")
         return table[key]
+
+    def identity(self, kind: str, name: str) -> dict:
+        """What identifies the code of the plugin that provides ``kind`` ``name``: the plugin's name, its
+        distribution and version, and — unless it is installed from a built wheel (an editable install, a
+        ``--plugin`` module with no distribution) — a hash of its source files. Part of every stage key and
+        feature-cache key, so that changed plugin code never reuses old results. Computed once per
+        plugin module per process (:func:`plugin_identity`)."""
+        plugin = self.providers.get((kind, name.strip().lower()), "")
+        module, dist = self.origins.get(plugin, (None, None))
+        return {"plugin": plugin, **plugin_identity(module, dist)}
+
+    def identities(self, items: Iterable[tuple[str, str]]) -> list[dict]:
+        """The :meth:`identity` of each distinct plugin providing one of ``items`` ((kind, name) pairs),
+        sorted by plugin name."""
+        found = {}
+        for kind, name in items:
+            ident = self.identity(kind, name)
+            found.setdefault(ident["plugin"], ident)
+        return [found[p] for p in sorted(found)]
 
     def backbone(self, name: str) -> Backbone:
         return self.get("backbone", name)()
@@ -73,6 +99,70 @@ class Registry:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+
+
+#: (module name, distribution) -> (its top-level package object, identity); a module imported again (a new
+#: module object) is identified again
+_IDENTITIES: dict[tuple[str, str | None], tuple[Any, dict]] = {}
+
+
+def _module_name(obj: Any) -> str:
+    if isinstance(obj, types.ModuleType):
+        return obj.__name__
+    return getattr(obj, "__module__", None) or type(obj).__module__
+
+
+def source_hash(top: types.ModuleType) -> str | None:
+    """sha256 of every ``.py`` file of package ``top`` (relative paths sorted, with their contents), or of
+    the single module's file; None when it has no source on disk."""
+    files: list[tuple[str, Path]] = []
+    for root in getattr(top, "__path__", None) or ():
+        root = Path(root)
+        files += [(p.relative_to(root).as_posix(), p) for p in root.rglob("*.py")]
+    if not files and getattr(top, "__file__", None) and Path(top.__file__).is_file():
+        files = [(Path(top.__file__).name, Path(top.__file__))]
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for rel, path in sorted(files):
+        digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _distribution(top: str, dist: str | None):
+    if dist is None:
+        names = importlib.metadata.packages_distributions().get(top) or []
+        dist = sorted(names)[0] if names else None
+    try:
+        return importlib.metadata.distribution(dist) if dist else None
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _editable(dist) -> bool:
+    try:
+        info = json.loads(dist.read_text("direct_url.json") or "{}")
+    except (OSError, ValueError):
+        return False
+    return bool((info.get("dir_info") or {}).get("editable"))
+
+
+def plugin_identity(module: str | None, dist: str | None = None) -> dict:
+    """``{"distribution", "version", "source"}`` of the plugin whose hooks live in ``module``:
+    the distribution (``dist``, that of its entry point, else the one that installed the module's
+    top-level package) and its version, and the :func:`source_hash` of the top-level package when the
+    distribution is an editable install or there is none (``source`` None for a built wheel)."""
+    if not module:
+        return {"distribution": None, "version": None, "source": None}
+    top_name = module.split(".")[0]
+    top = sys.modules.get(top_name)
+    key = (module, dist)
+    if key not in _IDENTITIES or _IDENTITIES[key][0] is not top:
+        found = _distribution(top_name, dist)
+        source = source_hash(top) if top is not None and (found is None or _editable(found)) else None
+        _IDENTITIES[key] = (top, {"distribution": found.metadata["Name"] if found else None,
+                                  "version": found.version if found else None, "source": source})
+    return dict(_IDENTITIES[key][1])
 
 
 def _registrar(reg: Registry, kind: str, plugin: str):
@@ -108,12 +198,15 @@ def load_registry(modules: Iterable[Any] = (), entry_points: bool = True) -> Reg
             if pm.get_plugin(ep.name) is not None:
                 continue
             try:
-                pm.register(ep.load(), name=ep.name)
+                obj = ep.load()
+                pm.register(obj, name=ep.name)
+                reg.origins[ep.name] = (_module_name(obj), ep.dist.name if ep.dist else None)
             except Exception as exc:  # a broken third-party plugin must not break the tool
                 reg.broken.append((ep.name, _one_line(exc)))
     for module in modules:
         try:
-            pm.register(module, name=getattr(module, "__name__", None))
+            name = pm.register(module, name=getattr(module, "__name__", None))
+            reg.origins[name] = (_module_name(module), None)
         except Exception as exc:
             reg.broken.append((str(module), _one_line(exc)))
     for kind, (hook_name, _attr, _accepts) in KINDS.items():
