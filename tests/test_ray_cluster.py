@@ -55,7 +55,8 @@ class Head:
         self.token = secrets.token_hex(32)  # as `ray get-auth-token --generate` makes one
         self.cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
                     "--node-ip-address", "127.0.0.1", "--port", str(self.port), "--num-cpus", "2",
-                    "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", str(self.root / "r")]
+                    "--include-dashboard", "false", "--disable-usage-stats",
+                    "--temp-dir", str(self.root / "r")]
         env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", PB_SLEEPY_DIR=str(self.sleepy),
                    PYTHONPATH=os.pathsep.join([str(REPO), str(TESTS)]), **self.auth())
         self.log = open(self.root / "head.log", "w")
