@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 from paraisite_bench import worker
+from paraisite_bench.checkpoint import write_checkpoint_bytes
 from paraisite_bench.errors import UserError
 from paraisite_bench.executors import Executor, resolve_device
 
@@ -105,11 +106,10 @@ def _store_checkpoint(task, out: dict) -> dict:
     if hashlib.sha256(data).hexdigest()[:20] != out.get("checksum"):
         return {"key": task.spec.key,
                 "error": "checkpoint bytes from the Ray worker do not match their checksum"}
-    path = Path(task.checkpoint)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        write_checkpoint_bytes(Path(task.checkpoint), data)
+    except UserError as exc:
+        return {"key": task.spec.key, "error": str(exc)}
     return out
 
 
