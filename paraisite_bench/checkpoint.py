@@ -12,6 +12,7 @@ are read off the weights' shapes.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -34,15 +35,29 @@ def checkpoint_digest(path: Path) -> str:
 
 
 def save_checkpoint(path: Path, payload: dict) -> str:
-    """Write atomically (tmp + rename) and return the file's digest."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically (see :func:`write_checkpoint_bytes`) and return the file's digest."""
     buf = io.BytesIO()
     torch.save(payload, buf)
     data = buf.getvalue()
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_checkpoint_bytes(Path(path), data)
     return hashlib.sha256(data).hexdigest()[:20]
+
+
+def write_checkpoint_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a temporary file next to it, renamed over it. A write that
+    fails (the disk is full, no permission) removes the temporary file, leaves ``path`` as it was and is
+    one line (a :class:`UserError`): the stage is not stored, and the same command trains it again."""
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        what = exc.strerror or str(exc)
+        hint = "free space" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else "fix this"
+        raise UserError(f"cannot write checkpoint {path}: {what} — {hint} and run the same command "
+                        "to resume") from None
 
 
 def load_checkpoint(path: Path, digest: str | None = None) -> dict:

@@ -146,3 +146,28 @@ def test_early_stop_is_off_by_default_and_part_of_the_key_when_on(serial, cli, t
     assert len(curves) == 12 or len(curves) == best + 1
     assert vals[best - 1] == min(vals)
     assert key not in {r[-1] for r in _rows(serial / "results.csv")}
+
+
+def test_a_private_ray_instance_binds_to_loopback_only(data_dir, cache_dir):
+    """Ray would put a private instance on the machine's external address: the executor keeps it on
+    127.0.0.1 (every node, and every socket its processes listen on), and restores Ray's switch after."""
+    pytest.importorskip("ray")
+    import psutil
+    import ray
+    from paraisite_executors.ray_tasks import RayExecutor
+    from ray._private import ray_constants
+
+    from paraisite_bench.protocol import Protocol
+    from paraisite_bench.worker import WorkerSetup
+
+    ex = RayExecutor(WorkerSetup(data_dir, cache_dir, Protocol()), workers=1)
+    try:
+        assert ray.get(ray.remote(lambda: 1).remote()) == 1
+        assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
+        listening = [c.laddr.ip for p in psutil.Process().children(recursive=True)
+                     for c in p.net_connections(kind="inet") if c.status == "LISTEN"]
+        assert listening and set(listening) <= {"127.0.0.1", "::ffff:127.0.0.1"}, listening
+        assert ray_constants.ENABLE_RAY_CLUSTER is True
+    finally:
+        ex.shutdown()
+    assert not ray.is_initialized()
