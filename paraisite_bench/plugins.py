@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import inspect
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable
 
@@ -47,6 +49,8 @@ class Registry:
     providers: dict[tuple[str, str], str] = field(default_factory=dict)
     #: (plugin, one-line error) for plugins that failed to load or register
     broken: list[tuple[str, str]] = field(default_factory=list)
+    #: plugin -> its module's name (every plugin that registered)
+    modules: dict[str, str] = field(default_factory=dict)
 
     def table(self, kind: str) -> dict:
         return getattr(self, KINDS[kind][1])
@@ -71,8 +75,49 @@ class Registry:
 
 
 def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, pluggy.PluginValidationError):
+        return _validation_line(exc)
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+
+
+def _validation_line(exc: pluggy.PluginValidationError) -> str:
+    """pluggy's three-line message as one line: which hook, what is wrong, what the hook takes."""
+    text = str(exc)
+    hook = re.search(r"for hook '(\w+)'", text)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    problem = lines[-1] if lines else text
+    if hook is None:
+        return f"invalid hook implementation: {problem}"
+    name = hook.group(1)
+    spec = getattr(hookspecs, name, None)
+    takes = f"; {name} takes ({', '.join(inspect.signature(spec).parameters)})" if spec else \
+        f" (unknown hook: the hooks are {', '.join(h for h, _a, _c in KINDS.values())})"
+    return f"hook {name}: {problem}{takes}"
+
+
+def _module_name(module: Any) -> str:
+    return getattr(module, "__name__", None) or str(module)
+
+
+def plugin_distributions(reg: Registry) -> dict[str, dict]:
+    """plugin -> {"module", "distribution", "version"} of every registered plugin (its module mapped to its
+    distribution with ``importlib.metadata``); a module that no distribution provides (a ``--plugin``
+    module on the path) says so in "distribution" and has version None."""
+    by_top = importlib.metadata.packages_distributions()
+    out = {}
+    for plugin, module in sorted(reg.modules.items()):
+        dists = by_top.get(module.split(".")[0], [])
+        if not dists:
+            out[plugin] = {"module": module, "distribution": "none (a module on the path, not installed)",
+                           "version": None}
+            continue
+        try:
+            ver = importlib.metadata.version(dists[0])
+        except importlib.metadata.PackageNotFoundError:
+            ver = None
+        out[plugin] = {"module": module, "distribution": dists[0], "version": ver}
+    return out
 
 
 def _registrar(reg: Registry, kind: str, plugin: str):
@@ -108,14 +153,17 @@ def load_registry(modules: Iterable[Any] = (), entry_points: bool = True) -> Reg
             if pm.get_plugin(ep.name) is not None:
                 continue
             try:
-                pm.register(ep.load(), name=ep.name)
+                module = ep.load()
+                pm.register(module, name=ep.name)
+                reg.modules[ep.name] = _module_name(module)
             except Exception as exc:  # a broken third-party plugin must not break the tool
                 reg.broken.append((ep.name, _one_line(exc)))
     for module in modules:
         try:
-            pm.register(module, name=getattr(module, "__name__", None))
+            pm.register(module, name=_module_name(module))
+            reg.modules[_module_name(module)] = _module_name(module)
         except Exception as exc:
-            reg.broken.append((str(module), _one_line(exc)))
+            reg.broken.append((_module_name(module), _one_line(exc)))
     for kind, (hook_name, _attr, _accepts) in KINDS.items():
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
             try:
