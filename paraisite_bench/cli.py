@@ -24,6 +24,7 @@ from .orchestrate import (
     LaunchOptions,
     RunDir,
     command_line,
+    echo_failures,
     load_plugins,
     protocol_with,
     run_command,
@@ -302,22 +303,11 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
          f"report: {out_dir / 'report.html'}")
 
 
-#: failed jobs the summary prints before "and M more — see failures.csv"
-SHOW_FAILED = 5
-
-
 def _failures(out_dir, outcome, result) -> None:
     """Each failed plugin once, the failed jobs (the first SHOW_FAILED, then how many more), what is
     missing: the same counts as failures.csv and the report."""
     echo = click.echo
-    for exc in outcome.plugin_failures:
-        echo(f"  {exc}")
-        if os.environ.get("PARAISITE_BENCH_DEBUG") and exc.traceback:
-            echo(exc.traceback, err=True)
-    for label, err in outcome.failed[:SHOW_FAILED]:
-        echo(f"  FAILED {label}: {err}")
-    if len(outcome.failed) > SHOW_FAILED:
-        echo(f"  and {len(outcome.failed) - SHOW_FAILED} more — see {out_dir / 'failures.csv'}")
+    echo_failures(out_dir, outcome)
     if result.missing:
         planned = len(result.rows) + len(result.missing)
         echo(f"  {len(result.rows)} of {planned} planned results present, {len(result.missing)} missing "

@@ -108,3 +108,36 @@ def test_selection_help_has_no_literal_percent_escape(cli):
 def test_missing_plugin_module_stops_with_one_line(cli, tmp_path):
     code, out, err = cli("plugins", "--plugin", "no_such_module_14")
     assert code == 2 and "--plugin 'no_such_module_14' cannot be imported" in err
+
+
+def test_summary_failures_csv_and_report_agree_with_skipped_dependents(cli, tmp_path):
+    """A failed first stage of `double` skips its second: both count as failed, everywhere."""
+    out_dir = tmp_path / "r"
+    args = [a for a in ONE if a not in ("scratch",)]
+    args[args.index("--strategies") + 1:args.index("--strategies") + 1] = ["double"]
+    code, out, err = cli("run", *args, "--backbones", "neverbuilds-longname", "--out", str(out_dir))
+    assert code == 1, out + err
+    rows = _rows(out_dir / "failures.csv")
+    assert "2 failed" in out and len(rows) == 2, out
+    assert any(r["error"] == "skipped: its previous stage failed" for r in rows)
+    assert "2 stage(s) failed" in (out_dir / "report.html").read_text()
+
+
+def test_summary_table_columns_fit_long_names(capsys, tmp_path):
+    from types import SimpleNamespace
+
+    from paraisite_bench.cli import _summary
+    from paraisite_bench.runner import RunOutcome
+
+    long = "dataset1-cubic0.78"
+    row = {"backbone": "megnet", "strategy": "scratch", "selection": "paper", "train": long, "test": long,
+           "mape_mean": 0.5, "mape_std": 0.1, "mean": 0.5, "std": 0.1, "metric": "mape", "paper_mean": ""}
+    result = SimpleNamespace(table=[row], rows=[], missing=[])
+    info = {"test": [long, "dataset1"], "train": [long], "strategies": ["scratch"]}
+    _summary(tmp_path, RunOutcome(), result, [], None, info)
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if "train \\ test" in line)
+    body = next(line for line in lines if line.strip().startswith(long))
+    # the cell of the long test column starts where its header does, after the long train name
+    assert header.index(long) == body.index("0.50") and header.index(long) > 4 + len(long)
+    assert f"{long} " in header and header.index("dataset1 ") > header.index(long) + len(long)
