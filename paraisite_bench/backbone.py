@@ -32,7 +32,10 @@ class Backbone:
     default_weights: ClassVar[str | None] = None
 
     def settings(self) -> dict[str, Any]:
-        """Everything that changes what :meth:`featurise` returns (part of the feature-cache key)."""
+        """Everything that changes the model or its input: the options of :meth:`featurise` and
+        :meth:`build` (cutoffs, widths, layer counts…). Part of the key of every feature-cache entry and
+        every trained stage, next to the plugin's distribution, version and (unless installed from a
+        built wheel) source hash — see docs/writing-a-backbone-plugin.md, "What keys a result"."""
         return {}
 
     def featurise(self, record) -> Any:

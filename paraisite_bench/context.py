@@ -104,8 +104,9 @@ class Context:
 
     def feature_cache_path(self, backbone: str, dataset: str) -> Path:
         bb = self.backbone(backbone)
+        plugins = self.registry.identities([("backbone", bb.name), ("dataset", dataset)])
         key = stable_hash({"backbone": bb.name, "settings": bb.settings(),
-                           "data": self.dataset(dataset).fingerprint})
+                           "data": self.dataset(dataset).fingerprint, "plugins": plugins})
         return self.cache_dir / "features" / f"{bb.name}-{dataset}-{key}.pt"
 
     def features(self, backbone: str, dataset: str, progress=None) -> dict:

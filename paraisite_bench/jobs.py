@@ -54,15 +54,21 @@ def resolved_init(bb, init: Init) -> Init:
 
 
 def add_stage(plan: Plan, ctx: Context, bb, init: Init, parent: str | None, dataset: str, split: int,
-              options: dict, label: str) -> str:
+              options: dict, label: str, strategy: str | None = None) -> str:
     """Key a training stage by everything that determines its result (backbone and its settings, init,
-    parent stage, dataset and data checksums, split, options), add it to ``plan`` once, return its key.
-    Stages with the same key are trained once and shared by every job that needs them. ``init`` has
-    its source resolved (:func:`resolved_init`); the key hashes its string form."""
+    parent stage, dataset and data checksums, split, options, and the identity of every plugin whose
+    code contributes: the backbone's, the datasets' and the strategy's — distribution, version and, unless
+    installed from a built wheel, a hash of its source, see :meth:`Registry.identity`), add it to ``plan``
+    once, return its key. Stages with the same key are trained once and shared by every job that needs
+    them. ``init`` has its source resolved (:func:`resolved_init`); the key hashes its string form."""
+    atoms = ctx.atomic_names(dataset)
+    contributors = [("backbone", bb.name), ("dataset", dataset), *(("dataset", a) for a in atoms)]
+    if strategy:
+        contributors.append(("strategy", strategy))
     key = stable_hash({
         "backbone": bb.name, "settings": bb.settings(), "init": str(init), "parent": parent,
-        "dataset": dataset, "data": [ctx.dataset(a).fingerprint for a in ctx.atomic_names(dataset)],
-        "split": split, "options": options,
+        "dataset": dataset, "data": [ctx.dataset(a).fingerprint for a in atoms],
+        "split": split, "options": options, "plugins": ctx.registry.identities(contributors),
     })
     if key not in plan.stages:
         plan.stages[key] = StageSpec(key=key, backbone=bb.name, init=init, parent=parent, dataset=dataset,
@@ -110,7 +116,7 @@ def build_plan(ctx: Context, backbones, strategies, train, test) -> Plan:
                         init = resolved_init(bb, st.init)
                         labels.append(f"{init}>{ds}" if not labels else ds)
                         parent = add_stage(plan, ctx, bb, init, parent, ds, r, protocol.training_options(ds),
-                                           f"{bb.name}:{'>'.join(labels)}#{r}")
+                                           f"{bb.name}:{'>'.join(labels)}#{r}", strategy.name)
                     plan.evals.setdefault(parent, [])
                     for te in test:
                         if input_mismatch(ctx, bb, [te]):

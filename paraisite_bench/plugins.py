@@ -5,10 +5,15 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.metadata
 import inspect
+import json
 import re
+import sys
+import types
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import pluggy
@@ -49,8 +54,8 @@ class Registry:
     providers: dict[tuple[str, str], str] = field(default_factory=dict)
     #: (plugin, one-line error) for plugins that failed to load or register
     broken: list[tuple[str, str]] = field(default_factory=list)
-    #: plugin -> its module's name (every plugin that registered)
-    modules: dict[str, str] = field(default_factory=dict)
+    #: plugin -> (module holding its hooks, distribution of its entry point or None); see :meth:`identity`
+    origins: dict[str, tuple[str, str | None]] = field(default_factory=dict)
 
     def table(self, kind: str) -> dict:
         return getattr(self, KINDS[kind][1])
@@ -63,6 +68,25 @@ class Registry:
             raise UserError(f"unknown {kind} {name!r}: known {KINDS[kind][1]} are {known} "
                             "(see `paraisite-bench plugins`)")
         return table[key]
+
+    def identity(self, kind: str, name: str) -> dict:
+        """What identifies the code of the plugin that provides ``kind`` ``name``: the plugin's name, its
+        distribution and version, and — unless it is installed from a built wheel (an editable install, a
+        ``--plugin`` module with no distribution) — a hash of its source files. Part of every stage key and
+        feature-cache key, so that changed plugin code never reuses old results. Computed once per
+        plugin module per process (:func:`plugin_identity`)."""
+        plugin = self.providers.get((kind, name.strip().lower()), "")
+        module, dist = self.origins.get(plugin, (None, None))
+        return {"plugin": plugin, **plugin_identity(module, dist)}
+
+    def identities(self, items: Iterable[tuple[str, str]]) -> list[dict]:
+        """The :meth:`identity` of each distinct plugin providing one of ``items`` ((kind, name) pairs),
+        sorted by plugin name."""
+        found = {}
+        for kind, name in items:
+            ident = self.identity(kind, name)
+            found.setdefault(ident["plugin"], ident)
+        return [found[p] for p in sorted(found)]
 
     def backbone(self, name: str) -> Backbone:
         return self.get("backbone", name)()
@@ -96,27 +120,81 @@ def _validation_line(exc: pluggy.PluginValidationError) -> str:
     return f"hook {name}: {problem}{takes}"
 
 
-def _module_name(module: Any) -> str:
-    return getattr(module, "__name__", None) or str(module)
+#: (module name, distribution) -> (its top-level package object, identity); a module imported again (a new
+#: module object) is identified again
+_IDENTITIES: dict[tuple[str, str | None], tuple[Any, dict]] = {}
+
+
+def _module_name(obj: Any) -> str:
+    if isinstance(obj, types.ModuleType):
+        return obj.__name__
+    return getattr(obj, "__module__", None) or type(obj).__module__
+
+
+def source_hash(top: types.ModuleType) -> str | None:
+    """sha256 of every ``.py`` file of package ``top`` (relative paths sorted, with their contents), or of
+    the single module's file; None when it has no source on disk."""
+    files: list[tuple[str, Path]] = []
+    for root in getattr(top, "__path__", None) or ():
+        root = Path(root)
+        files += [(p.relative_to(root).as_posix(), p) for p in root.rglob("*.py")]
+    if not files and getattr(top, "__file__", None) and Path(top.__file__).is_file():
+        files = [(Path(top.__file__).name, Path(top.__file__))]
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for rel, path in sorted(files):
+        digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _distribution(top: str, dist: str | None):
+    if dist is None:
+        names = importlib.metadata.packages_distributions().get(top) or []
+        dist = sorted(names)[0] if names else None
+    try:
+        return importlib.metadata.distribution(dist) if dist else None
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _editable(dist) -> bool:
+    try:
+        info = json.loads(dist.read_text("direct_url.json") or "{}")
+    except (OSError, ValueError):
+        return False
+    return bool((info.get("dir_info") or {}).get("editable"))
+
+
+def plugin_identity(module: str | None, dist: str | None = None) -> dict:
+    """``{"distribution", "version", "source"}`` of the plugin whose hooks live in ``module``:
+    the distribution (``dist``, that of its entry point, else the one that installed the module's
+    top-level package) and its version, and the :func:`source_hash` of the top-level package when the
+    distribution is an editable install or there is none (``source`` None for a built wheel)."""
+    if not module:
+        return {"distribution": None, "version": None, "source": None}
+    top_name = module.split(".")[0]
+    top = sys.modules.get(top_name)
+    key = (module, dist)
+    if key not in _IDENTITIES or _IDENTITIES[key][0] is not top:
+        found = _distribution(top_name, dist)
+        source = source_hash(top) if top is not None and (found is None or _editable(found)) else None
+        _IDENTITIES[key] = (top, {"distribution": found.metadata["Name"] if found else None,
+                                  "version": found.version if found else None, "source": source})
+    return dict(_IDENTITIES[key][1])
 
 
 def plugin_distributions(reg: Registry) -> dict[str, dict]:
     """plugin -> {"module", "distribution", "version"} of every registered plugin (its module mapped to its
-    distribution with ``importlib.metadata``); a module that no distribution provides (a ``--plugin``
-    module on the path) says so in "distribution" and has version None."""
-    by_top = importlib.metadata.packages_distributions()
+    distribution with ``importlib.metadata``, :func:`plugin_identity`; "source": the hash of its source
+    files when it is not installed from a built wheel); a module that no distribution provides (a
+    ``--plugin`` module on the path) says so in "distribution" and has version None."""
     out = {}
-    for plugin, module in sorted(reg.modules.items()):
-        dists = by_top.get(module.split(".")[0], [])
-        if not dists:
-            out[plugin] = {"module": module, "distribution": "none (a module on the path, not installed)",
-                           "version": None}
-            continue
-        try:
-            ver = importlib.metadata.version(dists[0])
-        except importlib.metadata.PackageNotFoundError:
-            ver = None
-        out[plugin] = {"module": module, "distribution": dists[0], "version": ver}
+    for plugin, (module, dist) in sorted(reg.origins.items()):
+        ident = plugin_identity(module, dist)
+        out[plugin] = {"module": module, "distribution": ident["distribution"]
+                       or "none (a module on the path, not installed)",
+                       "version": ident["version"], "source": ident["source"]}
     return out
 
 
@@ -153,15 +231,15 @@ def load_registry(modules: Iterable[Any] = (), entry_points: bool = True) -> Reg
             if pm.get_plugin(ep.name) is not None:
                 continue
             try:
-                module = ep.load()
-                pm.register(module, name=ep.name)
-                reg.modules[ep.name] = _module_name(module)
+                obj = ep.load()
+                pm.register(obj, name=ep.name)
+                reg.origins[ep.name] = (_module_name(obj), ep.dist.name if ep.dist else None)
             except Exception as exc:  # a broken third-party plugin must not break the tool
                 reg.broken.append((ep.name, _one_line(exc)))
     for module in modules:
         try:
-            pm.register(module, name=_module_name(module))
-            reg.modules[_module_name(module)] = _module_name(module)
+            name = pm.register(module, name=getattr(module, "__name__", None))
+            reg.origins[name] = (_module_name(module), None)
         except Exception as exc:
             reg.broken.append((_module_name(module), _one_line(exc)))
     for kind, (hook_name, _attr, _accepts) in KINDS.items():

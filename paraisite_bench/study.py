@@ -47,6 +47,8 @@ class Candidate:
     backbone: str
     stages: tuple[Stage, ...]
     description: str
+    #: the registered strategy it follows, if any (its plugin's identity is part of the stage keys)
+    strategy: str = ""
 
 
 def parse_candidate(reg: Registry, text: str) -> Candidate:
@@ -77,7 +79,7 @@ def parse_candidate(reg: Registry, text: str) -> Candidate:
                          f"{bb.name}, random weights → {label} → target")
     if source in reg.strategies:
         st = reg.strategy(source)
-        return Candidate(name, bb.name, st.stages, f"{bb.name}, {st.description}")
+        return Candidate(name, bb.name, st.stages, f"{bb.name}, {st.description}", st.name)
     raise UserError(f"candidate {text!r}: {source!r} is neither a published-weights source of {bb.name} "
                     f"({', '.join(bb.weight_sources) or 'none'}), nor a dataset, nor a strategy "
                     "(see `paraisite-bench plugins`)")
@@ -114,7 +116,7 @@ def build_study_plan(ctx: Context, candidates: list[Candidate], target: str, rep
                     options = with_training_seed(options, protocol.seed + r)
                 labels.append(f"{init}>{st.dataset}" if not labels else st.dataset)
                 parent = add_stage(plan, ctx, bb, init, parent, st.dataset, split, options,
-                                   f"{cand.name}:{'>'.join(labels)}#{split}")
+                                   f"{cand.name}:{'>'.join(labels)}#{split}", cand.strategy or None)
             plan.evals.setdefault(parent, [target])
             plan.cells.append(Cell(bb.name, cand.name, target, target, r, parent, ">".join(labels)))
     return plan
