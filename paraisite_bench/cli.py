@@ -24,6 +24,7 @@ from .orchestrate import (
     LaunchOptions,
     RunDir,
     command_line,
+    echo_failures,
     load_plugins,
     protocol_with,
     run_command,
@@ -32,6 +33,7 @@ from .orchestrate import (
     write_outputs,
 )
 from .outputs import machine_info, rewrite_outputs
+from .plugins import KINDS, plugin_distributions
 from .protocol import PRESETS, SELECTION_MODES, Protocol
 from .report import ordered_sections
 from .results import table_mean, table_std
@@ -86,26 +88,27 @@ def cli():
 def plugins(plugin_modules):
     """List every backbone, dataset, strategy, executor and report section, and which plugin provides it."""
     reg = load_plugins(plugin_modules)
+    w = max(12, *(len(n) for kind in KINDS for n in reg.table(kind)))
     click.echo("backbones:")
     for name, cls in sorted(reg.backbones.items()):
         weights = ", ".join(cls.weight_sources) or "none"
-        click.echo(f"  {name:12s} [{reg.providers[('backbone', name)]}] {cls.input_kind} input, "
+        click.echo(f"  {name:{w}s} [{reg.providers[('backbone', name)]}] {cls.input_kind} input, "
                    f"{cls.representation_dim}-d representation; published weights: {weights}. "
                    f"{cls.description}")
     click.echo("datasets:")
     for name, spec in sorted(reg.datasets.items()):
         extra = f" (= {' ∪ '.join(spec.components)})" if spec.components else ""
-        click.echo(f"  {name:12s} [{spec.plugin}] {spec.description}{extra}")
+        click.echo(f"  {name:{w}s} [{spec.plugin}] {spec.description}{extra}")
     click.echo("strategies:")
     for name, st in sorted(reg.strategies.items()):
         chain = " → ".join(f"{s.init}>{s.dataset}" if i == 0 else s.dataset for i, s in enumerate(st.stages))
-        click.echo(f"  {name:12s} [{st.plugin}] {chain}. {st.description}")
+        click.echo(f"  {name:{w}s} [{st.plugin}] {chain}. {st.description}")
     click.echo("executors:")
     for name, cls in sorted(reg.executors.items()):
-        click.echo(f"  {name:12s} [{reg.providers[('executor', name)]}] {cls.description}")
+        click.echo(f"  {name:{w}s} [{reg.providers[('executor', name)]}] {cls.description}")
     click.echo("report sections (in page order):")
     for sec in ordered_sections(reg):
-        click.echo(f"  {sec.name:12s} [{sec.plugin}] {sec.title}")
+        click.echo(f"  {sec.name:{w}s} [{sec.plugin}] {sec.title}")
     if reg.broken:
         click.echo("broken plugins:")
         for name, err in reg.broken:
@@ -176,7 +179,7 @@ class TableRun(Command):
             "labels": {n: registry.dataset(n).label for n in dict.fromkeys(self.train + self.test)},
             "strategy_descriptions": {s: registry.strategy(s).description for s in self.strategies},
             "data": {n: ctx.dataset(n).fingerprint for n in used},
-            "notes": self.notes,
+            "notes": self.notes, "plugins": plugin_distributions(registry),
         }
 
     def finish(self, run: RunDir, outcome: RunOutcome | None) -> dict:
@@ -204,7 +207,8 @@ class TableRun(Command):
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True))
 @click.option("--seed", type=int)
 @click.option("--selection", type=click.Choice(sorted(SELECTION_MODES), case_sensitive=False),
-              help="paper: select the epoch on the 20 %% part; heldout: on an inner part of the 80 %%.")
+              help="paper: select the epoch on the 20 percent test part; heldout: on an inner part of "
+                   "the 80 percent.")
 @click.option("--scaler-fit", type=click.Choice(["all", "train"], case_sensitive=False),
               help="Fit the label scaler on all records (original code) or on training records only.")
 @click.option("--cosine-tmax", type=click.IntRange(0),
@@ -272,30 +276,42 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
         by.setdefault((r["backbone"], r["strategy"], r["selection"]), []).append(r)
     tests = run_info["test"]
     order = {name: i for i, name in enumerate(run_info["strategies"])}
+    wt = max(len("train \\ test"), *(len(t) for t in run_info["train"])) + 2
+    wc = {te: max(22, len(te) + 2) for te in tests}
     for (b, s, sel), rows in sorted(by.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99), kv[0][2])):
         echo(f"  {b} / {s} ({sel}) — MAPE mean (std); paper in [ ]")
-        echo("    " + "train \\ test".ljust(14) + "".join(t.ljust(22) for t in tests))
+        echo("    " + "train \\ test".ljust(wt) + "".join(t.ljust(wc[t]) for t in tests))
         for tr in run_info["train"]:
             cells = {r["test"]: r for r in rows if r["train"] == tr}
             if not cells:
                 continue
-            line = "    " + tr.ljust(14)
+            line = "    " + tr.ljust(wt)
             for te in tests:
                 c = cells.get(te)
                 txt = f"{table_mean(c):.2f} ({table_std(c):.2f})" if c else "—"
                 if c and c["paper_mean"] != "":
                     txt += f" [{c['paper_mean']:.2f}]"
-                line += txt.ljust(22)
+                line += txt.ljust(wc[te])
             echo(line)
     if skipped:
         echo(f"  {len(skipped)} record(s) skipped (see {out_dir / 'skipped.csv'}), e.g.:")
         for s in skipped[:3]:
             where = f"{s['dataset']}: record {s['id']!r}" if s["dataset"] else f"{s['id']}"
             echo(f"    {where}: {s['problem']}" + (f" — {s['hint']}" if s.get("hint") else ""))
-    for label, err in outcome.failed[:5]:
-        echo(f"  FAILED {label}: {err}")
+    _failures(out_dir, outcome, result)
     echo(f"  results: {out_dir / 'results.csv'}  table: {out_dir / 'table1.csv'}  "
          f"report: {out_dir / 'report.html'}")
+
+
+def _failures(out_dir, outcome, result) -> None:
+    """Each failed plugin once, the failed jobs (the first SHOW_FAILED, then how many more), what is
+    missing: the same counts as failures.csv and the report."""
+    echo = click.echo
+    echo_failures(out_dir, outcome)
+    if result.missing:
+        planned = len(result.rows) + len(result.missing)
+        echo(f"  {len(result.rows)} of {planned} planned results present, {len(result.missing)} missing "
+             "(see the report's provenance); run the same command again to resume")
 
 
 @cli.command()

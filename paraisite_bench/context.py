@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -10,7 +11,7 @@ from typing import Mapping
 import torch
 
 from .data import LoadContext, Record, records_fingerprint, validate_records
-from .errors import RecordError, UserError
+from .errors import PluginFailure, RecordError, UserError
 from .plugins import Registry
 from .protocol import Protocol, Split, SplitOptions, make_split, stable_hash, subsample_ids
 
@@ -128,24 +129,7 @@ class Context:
             except Exception:
                 cached = None  # a broken cache file is recomputed, never used
         if cached is None:
-            feats, errors = {}, {}
-            records = list(self.dataset(name).records.values())
-            bar = progress(total=len(records), desc=f"featurise {bb.name}/{name}") if progress else None
-            for rec in records:
-                try:
-                    feats[rec.id] = bb.featurise(rec)
-                except RecordError as exc:
-                    errors[rec.id] = exc
-                except Exception as exc:  # a backbone that chokes on one record skips that record
-                    errors[rec.id] = RecordError(name, rec.id, f"{bb.name} cannot featurise it "
-                                                 f"({type(exc).__name__}: {str(exc)[:120]})",
-                                                 "fix or remove this record")
-                if bar:
-                    bar.update(1)
-            if bar:
-                bar.close()
-            cached = {"features": feats, "errors": {k: (e.source, e.record_id, e.problem, e.hint)
-                                                     for k, e in errors.items()}}
+            cached = self._featurise(bb, name, progress)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}")
             torch.save(cached, tmp)
@@ -153,3 +137,31 @@ class Context:
         self.skipped.extend(RecordError(*e) for e in cached["errors"].values())
         self._features[(bb.name, name)] = cached["features"]
         return cached["features"]
+
+    def _featurise(self, bb, name: str, progress=None) -> dict:
+        """Features of every record of dataset ``name``: a :class:`RecordError` skips its record (bad data,
+        cached with the features); any other exception is the plugin's bug: :class:`PluginFailure`, nothing
+        cached (a fixed plugin featurises again)."""
+        feats, errors, bugs = {}, {}, []
+        records = list(self.dataset(name).records.values())
+        bar = progress(total=len(records), desc=f"featurise {bb.name}/{name}") if progress else None
+        for rec in records:
+            try:
+                feats[rec.id] = bb.featurise(rec)
+            except RecordError as exc:
+                errors[rec.id] = exc
+            except Exception as exc:
+                if not bugs:
+                    bugs.append((f"backbone {bb.name}, featurise on {name} record {rec.id!r}: "
+                                 f"{type(exc).__name__}: {str(exc)[:200]}", traceback.format_exc()))
+                else:
+                    bugs.append(None)
+            if bar:
+                bar.update(1)
+        if bar:
+            bar.close()
+        if bugs:
+            plugin = self.registry.providers.get(("backbone", bb.name), bb.name)
+            raise PluginFailure(plugin, len(bugs), *bugs[0])
+        return {"features": feats, "errors": {k: (e.source, e.record_id, e.problem, e.hint)
+                                              for k, e in errors.items()}}

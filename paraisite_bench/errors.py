@@ -20,3 +20,18 @@ class RecordError(ValueError):
     def __str__(self) -> str:
         line = f"{self.source}: record {self.record_id!r}: {self.problem}"
         return f"{line} — {self.hint}" if self.hint else line
+
+
+class PluginFailure(Exception):
+    """A plugin's own bug (not bad data): e.g. a backbone's ``featurise`` raising something other than
+    :class:`RecordError`. Never cached; the jobs that needed the plugin fail and the rest of the grid runs.
+
+    ``plugin`` names the plugin, ``n`` how many records (or calls) failed, ``error`` the first error as one
+    line, ``traceback`` its traceback (shown under ``PARAISITE_BENCH_DEBUG=1``)."""
+
+    def __init__(self, plugin: str, n: int, error: str, traceback: str = ""):
+        self.plugin, self.n, self.error, self.traceback = plugin, n, error, traceback
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"plugin {self.plugin} failed on {self.n} record(s): {self.error}"

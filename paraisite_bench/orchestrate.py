@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import importlib
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -44,6 +45,23 @@ def command_line() -> str:
 
 def warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
+
+
+#: failed jobs a summary prints before "and M more — see failures.csv"
+SHOW_FAILED = 5
+
+
+def echo_failures(out_dir: Path, outcome: RunOutcome) -> None:
+    """Each failed plugin once (its traceback under ``PARAISITE_BENCH_DEBUG=1``), then the failed jobs: the
+    first SHOW_FAILED and how many more (all of them are in failures.csv)."""
+    for exc in outcome.plugin_failures:
+        click.echo(f"  {exc}")
+        if os.environ.get("PARAISITE_BENCH_DEBUG") and exc.traceback:
+            click.echo(exc.traceback, err=True)
+    for label, err in outcome.failed[:SHOW_FAILED]:
+        click.echo(f"  FAILED {label}: {err}")
+    if len(outcome.failed) > SHOW_FAILED:
+        click.echo(f"  and {len(outcome.failed) - SHOW_FAILED} more — see {Path(out_dir) / 'failures.csv'}")
 
 
 def load_plugins(plugin_modules: Iterable[str] = ()) -> Registry:

@@ -1,6 +1,7 @@
 """Run-directory outputs: load a run's report data (:mod:`paraisite_bench.results`), then write its files —
-results.csv, table1.csv, curves.csv, skipped.csv, report.html, table1.md, table1.tex. Regenerating them never
-retrains anything. Also the small helpers of a run directory itself (writable check, log, machine info)."""
+results.csv, table1.csv, curves.csv, failures.csv, skipped.csv, report.html, table1.md, table1.tex.
+Regenerating them never retrains anything. Also the small helpers of a run directory itself (writable check,
+log, machine info)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from .errors import UserError
 from .report import ReportSection, write_report
 from .results import (
     CURVE_FIELDS,
+    FAILURE_FIELDS,
     SKIPPED_FIELDS,
     ReportData,
     load_run,
@@ -36,11 +38,18 @@ def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
     tmp.replace(path)
 
 
+def write_failures(folder: Path, stages: list[dict]) -> None:
+    """failures.csv: the failed jobs among ``stages`` (:func:`paraisite_bench.results.stage_rows`)."""
+    failed = [s for s in stages if s.get("status") == "failed"]
+    _write_csv(Path(folder) / "failures.csv", FAILURE_FIELDS, failed)
+
+
 def _write_tables(folder: Path, data: ReportData, with_skipped: bool) -> None:
     """results.csv, table1.csv, curves.csv (and skipped.csv) of ``data``; metric columns named by metric."""
     _write_csv(folder / "results.csv", result_fields(data.rows), data.rows)
     _write_csv(folder / "table1.csv", table_fields(data.table), data.table)
     _write_csv(folder / "curves.csv", CURVE_FIELDS, data.curves)
+    write_failures(folder, data.stages)
     if with_skipped:
         _write_csv(folder / "skipped.csv", SKIPPED_FIELDS, data.skipped)
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.metadata
+import inspect
 import json
+import re
 import sys
 import types
 from dataclasses import dataclass, field, replace
@@ -97,8 +99,25 @@ class Registry:
 
 
 def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, pluggy.PluginValidationError):
+        return _validation_line(exc)
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+
+
+def _validation_line(exc: pluggy.PluginValidationError) -> str:
+    """pluggy's three-line message as one line: which hook, what is wrong, what the hook takes."""
+    text = str(exc)
+    hook = re.search(r"for hook '(\w+)'", text)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    problem = lines[-1] if lines else text
+    if hook is None:
+        return f"invalid hook implementation: {problem}"
+    name = hook.group(1)
+    spec = getattr(hookspecs, name, None)
+    takes = f"; {name} takes ({', '.join(inspect.signature(spec).parameters)})" if spec else \
+        f" (unknown hook: the hooks are {', '.join(h for h, _a, _c in KINDS.values())})"
+    return f"hook {name}: {problem}{takes}"
 
 
 #: (module name, distribution) -> (its top-level package object, identity); a module imported again (a new
@@ -165,6 +184,20 @@ def plugin_identity(module: str | None, dist: str | None = None) -> dict:
     return dict(_IDENTITIES[key][1])
 
 
+def plugin_distributions(reg: Registry) -> dict[str, dict]:
+    """plugin -> {"module", "distribution", "version"} of every registered plugin (its module mapped to its
+    distribution with ``importlib.metadata``, :func:`plugin_identity`; "source": the hash of its source
+    files when it is not installed from a built wheel); a module that no distribution provides (a
+    ``--plugin`` module on the path) says so in "distribution" and has version None."""
+    out = {}
+    for plugin, (module, dist) in sorted(reg.origins.items()):
+        ident = plugin_identity(module, dist)
+        out[plugin] = {"module": module, "distribution": ident["distribution"]
+                       or "none (a module on the path, not installed)",
+                       "version": ident["version"], "source": ident["source"]}
+    return out
+
+
 def _registrar(reg: Registry, kind: str, plugin: str):
     hook, _attr, accepts = KINDS[kind]
 
@@ -208,7 +241,7 @@ def load_registry(modules: Iterable[Any] = (), entry_points: bool = True) -> Reg
             name = pm.register(module, name=getattr(module, "__name__", None))
             reg.origins[name] = (_module_name(module), None)
         except Exception as exc:
-            reg.broken.append((str(module), _one_line(exc)))
+            reg.broken.append((_module_name(module), _one_line(exc)))
     for kind, (hook_name, _attr, _accepts) in KINDS.items():
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
             try:

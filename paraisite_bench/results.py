@@ -31,6 +31,8 @@ TABLE_DETAILS = ["n_splits", "paper_mean", "paper_std", "paper_source"]
 CURVE_FIELDS = ["stage_key", "stage", "backbone", "init", "dataset", "split", "epoch", "train_mape",
                 "val_mape", "lr"]
 SKIPPED_FIELDS = ["dataset", "id", "problem", "hint"]
+#: failures.csv: every job that failed (its stage; ``init``: how the stage starts)
+FAILURE_FIELDS = ["label", "backbone", "init", "dataset", "split", "error"]
 #: The metric of the paper's Table I, first among the metric columns (a κ-only run has only this one).
 PAPER_METRIC = "mape"
 
@@ -163,7 +165,8 @@ def stage_rows(stage_keys, store: Store) -> list[dict]:
         out.append({"key": key, "label": spec.get("label", key), "status": st["status"],
                     "epochs": (spec.get("options") or {}).get("epochs"), "best_epoch": st["best_epoch"],
                     "n_train": st["n_train"], "n_val": st["n_val"], "wall_s": st["wall_s"],
-                    "finished": st["finished"], "error": st["error"],
+                    "finished": st["finished"], "error": st["error"], "backbone": spec.get("backbone"),
+                    "init": spec.get("init"), "dataset": spec.get("dataset"), "split": spec.get("split"),
                     "accelerated": (st["weights_info"] or {}).get("accelerated")})
     return out
 

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from .checkpoint import checkpoint_digest
 from .context import Context
+from .errors import PluginFailure
 from .executors import Executor
 from .jobs import Plan
 from .store import Store
@@ -33,6 +34,8 @@ class RunOutcome:
     failed: list = dataclasses.field(default_factory=list)
     interrupted: bool = False
     wall_s: float = 0.0
+    #: plugins that failed (their bug, not bad data), each reported once; their jobs are in ``failed``
+    plugin_failures: list = dataclasses.field(default_factory=list)
 
 
 def plan_tasks(plan: Plan, store: Store) -> tuple[list[Task], int]:
@@ -56,11 +59,31 @@ def plan_tasks(plan: Plan, store: Store) -> tuple[list[Task], int]:
     return tasks, reused
 
 
-def featurise(ctx: Context, tasks: list[Task], bars_off: bool | None) -> None:
-    """Featurise every dataset the tasks touch, once, before any job starts (workers read the cache)."""
+def featurise(ctx: Context, tasks: list[Task], bars_off: bool | None) -> dict[tuple[str, str], PluginFailure]:
+    """Featurise every dataset the tasks touch, once, before any job starts (workers read the cache).
+    Returns the (backbone, dataset) pairs whose plugin failed (its bug, not bad data): their jobs fail."""
     needed = {(t.spec.backbone, d) for t in tasks for d in (t.spec.dataset, *t.tests)}
+    failed: dict[tuple[str, str], PluginFailure] = {}
     for backbone, dataset in sorted(needed):
-        ctx.features(backbone, dataset, progress=lambda **kw: tqdm(**kw, leave=False, disable=bars_off))
+        try:
+            ctx.features(backbone, dataset, progress=lambda **kw: tqdm(**kw, leave=False, disable=bars_off))
+        except PluginFailure as exc:
+            failed[(backbone, dataset)] = exc
+    return failed
+
+
+def unfeaturisable(ctx: Context, tasks: list[Task],
+                   failed: dict[tuple[str, str], PluginFailure]) -> dict[str, str]:
+    """stage key -> the error of each task that needs features a plugin failed to compute."""
+    out = {}
+    for t in tasks:
+        for d in (t.spec.dataset, *t.tests):
+            exc = failed.get((t.spec.backbone, d))
+            if exc is not None:
+                out[t.spec.key] = (f"features of {d} unavailable: plugin {exc.plugin} failed to featurise "
+                                   f"{exc.n} record(s) (see the plugin failure above)")
+                break
+    return out
 
 
 class Progress:
@@ -110,9 +133,8 @@ class Schedule:
                 break
             parent = task.spec.parent
             if parent in self.failed:
-                self.pending.remove(task)
-                self.failed.add(task.spec.key)
-                self.outcome.failed.append((task.spec.label, "skipped: its previous stage failed"))
+                self.pending.remove(task)  # stored as failed too: the summary and the report agree
+                self.record(task, {"key": task.spec.key, "error": "skipped: its previous stage failed"})
                 progress.job()
                 continue
             if parent is not None and parent not in self.ready:
@@ -162,6 +184,23 @@ class Schedule:
                 self.finish(fut, progress)
 
 
+def fail_unfeaturisable(ctx: Context, tasks: list[Task], failed: dict[tuple[str, str], PluginFailure],
+                        outcome: RunOutcome, log=None) -> dict[str, tuple[Task, str]]:
+    """Report each failed plugin once (in ``outcome`` and the log, with its traceback); the tasks that
+    need its features, by stage key, with their error."""
+    by_plugin: dict[str, PluginFailure] = {}
+    for exc in failed.values():
+        first = by_plugin.get(exc.plugin)
+        by_plugin[exc.plugin] = exc if first is None else PluginFailure(
+            exc.plugin, first.n + exc.n, first.error, first.traceback)
+    for exc in by_plugin.values():
+        outcome.plugin_failures.append(exc)
+        if log:
+            log(f"{exc}\n{exc.traceback}")
+    errors = unfeaturisable(ctx, tasks, failed)
+    return {t.spec.key: (t, errors[t.spec.key]) for t in tasks if t.spec.key in errors}
+
+
 def execute(plan: Plan, ctx: Context, store: Store, setup: WorkerSetup, executor: str = "inline", *,
             workers: int = 1, address: str | None = None, progress: bool | None = None,
             log=None) -> RunOutcome:
@@ -173,12 +212,16 @@ def execute(plan: Plan, ctx: Context, store: Store, setup: WorkerSetup, executor
     tasks, reused = plan_tasks(plan, store)
     outcome = RunOutcome(reused=reused)
     bars_off = None if progress is None else not progress
-    featurise(ctx, tasks, bars_off)
+    broken = fail_unfeaturisable(ctx, tasks, featurise(ctx, tasks, bars_off), outcome, log)
+    tasks = [t for t in tasks if t.spec.key not in broken]
     bars = Progress(ctx, tasks, bars_off)
+    schedule = Schedule(plan, store, tasks, outcome, log)
+    for task in broken.values():
+        schedule.record(task[0], {"key": task[0].spec.key, "error": task[1]})
     try:
         pool = executor_class(setup, workers=workers, address=address, on_epoch=bars.epoch, context=ctx)
         try:
-            Schedule(plan, store, tasks, outcome, log).run(pool, bars)
+            schedule.run(pool, bars)
         except KeyboardInterrupt:
             outcome.interrupted = True
         finally:

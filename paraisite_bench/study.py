@@ -25,11 +25,12 @@ import numpy as np
 from .context import Context
 from .errors import UserError
 from .jobs import Cell, Plan, add_stage, input_mismatch, resolved_init
-from .orchestrate import Command, Launch, RunDir, command_line, protocol_with, warn
-from .outputs import rewrite_outputs
+from .orchestrate import Command, Launch, RunDir, command_line, echo_failures, protocol_with, warn
+from .outputs import rewrite_outputs, write_failures
 from .plugins import Registry
 from .protocol import PRESETS, Protocol, with_training_seed
 from .report import ordered_sections
+from .results import stage_rows
 from .runner import RunOutcome
 from .strategy import TARGET, Init, Stage
 
@@ -352,6 +353,7 @@ class StabilityStudy(Command):
                 self.meta.update({k: old[k] for k in kept if k in old})
             except (ValueError, OSError):
                 pass
+        write_failures(run.path, stage_rows(list(run.plan.stages), run.store))
         return write_study(run.path, run.plan, run.store, run.ctx, self.meta)
 
     def summary(self, run: RunDir, outcome: RunOutcome, study: dict) -> None:
@@ -364,8 +366,7 @@ class StabilityStudy(Command):
         for r in study["ranked"]:
             echo(f"  {r['rank']:<5} {r['candidate']:<{width}}{r['mean']:<9.3f}{r['std']:<9.3f}"
                  f"{r['worst']:<9.3f}{r['cv']:<7.2f}{r['score']:.3f}")
-        for label, err in outcome.failed[:5]:
-            echo(f"  FAILED {label}: {err}")
+        echo_failures(run.path, outcome)
         out_dir = run.path
         echo(f"  table: {out_dir / 'study.csv'}  plot: {out_dir / 'study.svg'}  "
              f"runs: {out_dir / 'study_runs.csv'}")

@@ -14,7 +14,7 @@ import torch
 from .checkpoint import load_checkpoint, save_checkpoint
 from .context import Context
 from .data import DatasetSpec
-from .errors import UserError
+from .errors import PluginFailure, UserError
 from .executors import EpochCallback
 from .plugins import load_registry
 from .protocol import Protocol
@@ -106,6 +106,8 @@ def run_task(task: Task) -> dict:
                                 device=_state.setup.device)
     except UserError as exc:
         out["error"] = str(exc)
+    except PluginFailure as exc:  # a plugin's bug, never cached: a fixed plugin runs again
+        out["error"], out["traceback"] = str(exc), exc.traceback
     except Exception as exc:  # a failing job is reported; the rest of the grid runs
         out["error"] = f"{type(exc).__name__}: {exc}"
         out["traceback"] = traceback.format_exc()
