@@ -40,7 +40,7 @@ def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
 
 def write_failures(folder: Path, stages: list[dict]) -> None:
     """failures.csv: the failed jobs among ``stages`` (:func:`paraisite_bench.results.stage_rows`)."""
-    failed = [s for s in stages if s.get("status") == "failed"]
+    failed = [s for s in stages if s.get("status") == "failed" or s.get("error")]
     _write_csv(Path(folder) / "failures.csv", FAILURE_FIELDS, failed)
 
 

@@ -120,9 +120,16 @@ class Store:
              summary["wall_s"], time.strftime("%Y-%m-%dT%H:%M:%S"), None))
 
     def save_failure(self, spec: dict, error: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO stages (key, spec, status, error, finished) "
-                        "VALUES (?,?,?,?,?)",
-                        (spec["key"], json.dumps(spec), "failed", error, time.strftime("%Y-%m-%dT%H:%M:%S")))
+        """A job failed. A stage already trained stays done (its checkpoint and evaluations are kept and
+        still reported) and carries the error of the evaluation that failed; any other stage is failed."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%S")
+        with self.db:
+            self.db.execute("BEGIN")
+            kept = self.db.execute("UPDATE stages SET error=? WHERE key=? AND status='done'",
+                                   (error, spec["key"])).rowcount
+            if not kept:
+                self.db.execute("INSERT OR REPLACE INTO stages (key, spec, status, error, finished) "
+                                "VALUES (?,?,?,?,?)", (spec["key"], json.dumps(spec), "failed", error, now))
 
     def evals(self, key: str) -> dict[str, dict]:
         """test dataset -> {"metric": its metric's name, "value", "n_test"} of one stage."""
@@ -137,3 +144,4 @@ class Store:
             for r in results:
                 self.db.execute("INSERT OR REPLACE INTO evals VALUES (?,?,?,?,?,?)",
                                 (key, r["test"], r["metric"], r["value"], r["n_test"], now))
+            self.db.execute("UPDATE stages SET error=NULL WHERE key=? AND status='done'", (key,))

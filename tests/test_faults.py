@@ -242,3 +242,36 @@ def test_a_damaged_feature_cache_is_recomputed(small_run, tmp_path, cli):
     import torch
 
     assert torch.load(feature_file, weights_only=False)["features"]  # rewritten whole
+
+
+def test_a_failed_evaluation_of_a_finished_stage_loses_nothing_stored(tmp_path):
+    """A reused stage whose new evaluation fails (e.g. a test set added later) stays done with its
+    checkpoint and earlier evaluations, carries the error, and is listed in failures.csv; a stage that
+    never trained is failed; a later successful evaluation clears the error."""
+    from paraisite_bench.outputs import write_failures
+    from paraisite_bench.results import stage_rows
+    from paraisite_bench.store import Store
+
+    store = Store(tmp_path / "store.sqlite")
+    trained = {"key": "k1", "label": "megnet:random>dataset1#0", "backbone": "megnet", "init": "random",
+               "dataset": "dataset1", "split": 0, "options": {"epochs": 2}}
+    summary = {"best_epoch": 2, "best_val": 0.5, "n_train": 76, "n_val": 19, "weights_info": {},
+               "curves": [{"epoch": 1}], "wall_s": 1.0}
+    store.save_stage(trained, summary, "digest")
+    first = {"test": "dataset1", "metric": "mape", "value": 0.5, "n_test": 19}
+    store.save_evals("k1", [first])
+    store.save_failure(trained, "RuntimeError: size mismatch")
+    store.save_failure(dict(trained, key="k2", label="megnet:random>dataset2#0"), "RuntimeError: boom")
+
+    row = store.stage("k1")
+    assert (row["status"], row["error"], row["checksum"]) == ("done", "RuntimeError: size mismatch", "digest")
+    assert store.evals("k1") == {"dataset1": {"metric": "mape", "value": 0.5, "n_test": 19}}
+    assert store.stage("k2")["status"] == "failed"
+    write_failures(tmp_path, stage_rows(["k1", "k2"], store))
+    listed = list(csv.DictReader(open(tmp_path / "failures.csv")))
+    assert [(r["label"], r["error"]) for r in listed] == [
+        ("megnet:random>dataset1#0", "RuntimeError: size mismatch"),
+        ("megnet:random>dataset2#0", "RuntimeError: boom")]
+    store.save_evals("k1", [dict(first, test="dataset2", value=0.4)])
+    assert store.stage("k1")["error"] is None and set(store.evals("k1")) == {"dataset1", "dataset2"}
+    store.close()
