@@ -41,6 +41,9 @@ class Context:
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self._datasets: dict[str, LoadedDataset] = {}
         self._features: dict[tuple[str, str], dict] = {}
+        #: (backbone, dataset) whose featuriser failed in this process: kept in memory only (never cached on
+        #: disk), so that a union dataset does not run a broken featuriser again on the same component
+        self._plugin_failures: dict[tuple[str, str], PluginFailure] = {}
         self._backbones: dict[str, object] = {}
         self.skipped: list[RecordError] = []
 
@@ -121,6 +124,8 @@ class Context:
         name = spec.name
         if (bb.name, name) in self._features:
             return self._features[(bb.name, name)]
+        if (bb.name, name) in self._plugin_failures:
+            raise self._plugin_failures[(bb.name, name)]
         path = self.feature_cache_path(backbone, name)
         cached = None
         if path.exists():
@@ -129,7 +134,11 @@ class Context:
             except Exception:
                 cached = None  # a broken cache file is recomputed, never used
         if cached is None:
-            cached = self._featurise(bb, name, progress)
+            try:
+                cached = self._featurise(bb, name, progress)
+            except PluginFailure as exc:
+                self._plugin_failures[(bb.name, name)] = exc
+                raise
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}")
             torch.save(cached, tmp)
@@ -142,7 +151,8 @@ class Context:
         """Features of every record of dataset ``name``: a :class:`RecordError` skips its record (bad data,
         cached with the features); any other exception is the plugin's bug: :class:`PluginFailure`, nothing
         cached (a fixed plugin featurises again)."""
-        feats, errors, bugs = {}, {}, []
+        feats, errors = {}, {}
+        first_bug, n_bugs = None, 0
         records = list(self.dataset(name).records.values())
         bar = progress(total=len(records), desc=f"featurise {bb.name}/{name}") if progress else None
         for rec in records:
@@ -151,17 +161,16 @@ class Context:
             except RecordError as exc:
                 errors[rec.id] = exc
             except Exception as exc:
-                if not bugs:
-                    bugs.append((f"backbone {bb.name}, featurise on {name} record {rec.id!r}: "
-                                 f"{type(exc).__name__}: {str(exc)[:200]}", traceback.format_exc()))
-                else:
-                    bugs.append(None)
+                n_bugs += 1
+                if first_bug is None:
+                    first_bug = (f"backbone {bb.name}, featurise on {name} record {rec.id!r}: "
+                                 f"{type(exc).__name__}: {str(exc)[:200]}", traceback.format_exc())
             if bar:
                 bar.update(1)
         if bar:
             bar.close()
-        if bugs:
+        if n_bugs:
             plugin = self.registry.providers.get(("backbone", bb.name), bb.name)
-            raise PluginFailure(plugin, len(bugs), *bugs[0])
+            raise PluginFailure(plugin, n_bugs, *first_bug)
         return {"features": feats, "errors": {k: (e.source, e.record_id, e.problem, e.hint)
                                               for k, e in errors.items()}}
