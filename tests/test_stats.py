@@ -185,6 +185,13 @@ def test_the_paired_section_renders_comparisons_and_variance():
     (var,) = _attrs(html, "tr", strategy="scratch", seeds="2")
     assert float(var["seed-std"]) == pytest.approx(0.03 / math.sqrt(2))
     assert "Nadeau" in html and "Machine Learning" in html
+    # another metric column of the same rows: its own (folded) table after the headline metric's
+    more = [dict(r, spearman=str(1 - float(r["mape"]))) for r in rows]
+    html = paired_section(ReportData(runs=runs, rows=more))
+    assert html.index('data-metric="mape"') < html.index('<details data-metric="spearman">')
+    _, flipped = _attrs(html, "tr", a="pretrained", b="scratch")
+    # 1 − MAPE: the difference changes sign and, higher being better, the verdict stays "better"
+    assert float(flipped["diff"]) == pytest.approx(-mean) and flipped["verdict"] == "better"
 
 
 def test_the_paired_section_is_left_out_with_nothing_to_compare():
