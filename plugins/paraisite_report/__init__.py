@@ -9,6 +9,7 @@ from __future__ import annotations
 from paraisite_bench import hookimpl
 from paraisite_bench.report import ReportSection
 
+from .paired import paired_section
 from .sections import (
     backbones_section,
     curves_section,
@@ -25,6 +26,8 @@ def register_report_sections(register):
     register(ReportSection("notes", "Notes on the data", notes_section, order=15))
     register(ReportSection("table1", "Table I: MAPE per backbone, next to the paper", table1_section,
                            order=20))
+    register(ReportSection("paired", "Uncertainty: strategies compared split by split", paired_section,
+                           order=22))
     register(ReportSection("backbones", "Backbones side by side", backbones_section, order=30))
     register(ReportSection("curves", "Learning curves", curves_section, order=40))
     register(ReportSection("splits", "Per-split detail", splits_section, order=50))
