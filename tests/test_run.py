@@ -67,7 +67,8 @@ def test_table1_is_mean_and_std_of_results(grid):
             low, high = stats.t.interval(0.95, len(vals) - 1, loc=np.mean(vals), scale=stats.sem(vals))
             assert (float(t[f"{m}_ci_low"]), float(t[f"{m}_ci_high"])) == pytest.approx((low, high), abs=1e-6)
         assert int(t["n_splits"]) == 2
-    paper = {(t["strategy"], t["train"], t["test"]): t["paper_mean"] for t in table if t["selection"] == "paper"}
+    paper = {(t["strategy"], t["train"], t["test"]): t["paper_mean"]
+             for t in table if t["selection"] == "paper"}
     assert paper[("double", "dataset1", "dataset1")] == "0.34"
 
 
