@@ -275,8 +275,11 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
     if run_info.get("early_stop"):
         echo(f"  early stopping was ON (patience {run_info['early_stop']} epochs): not the paper's protocol")
     by = {}
+    headline = run_info["protocol"]["selection"]
+    # the protocol's selection mode; the others (e.g. `last`) are in table1.csv and the report
     for r in table:
-        by.setdefault((r["backbone"], r["strategy"], r["selection"]), []).append(r)
+        if r["selection"] == headline:
+            by.setdefault((r["backbone"], r["strategy"], r["selection"]), []).append(r)
     tests = run_info["test"]
     order = {name: i for i, name in enumerate(run_info["strategies"])}
     wt = max(len("train \\ test"), *(len(t) for t in run_info["train"])) + 2

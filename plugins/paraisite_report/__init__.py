@@ -20,6 +20,7 @@ from .sections import (
     splits_section,
     table1_section,
 )
+from .selection import selection_section
 from .stability import stability_section
 
 
@@ -32,6 +33,7 @@ def register_report_sections(register):
     register(ReportSection("paper-notes", "About the paper's numbers", paper_notes_section, order=21))
     register(ReportSection("paired", "Uncertainty: strategies compared split by split", paired_section,
                            order=22))
+    register(ReportSection("selection", "Selection optimism and every metric", selection_section, order=23))
     register(ReportSection("backbones", "Backbones side by side", backbones_section, order=30))
     register(ReportSection("curves", "Learning curves", curves_section, order=40))
     register(ReportSection("splits", "Per-split detail", splits_section, order=50))

@@ -8,12 +8,10 @@ import math
 
 from paraisite_bench.reference import STRATEGY_STEP
 from paraisite_bench.report import fragment
-from paraisite_bench.results import DATASET_ORDER, STRATEGY_ORDER, ReportData
+from paraisite_bench.results import DATASET_ORDER, METRIC_ORDER, STRATEGY_ORDER, ReportData
 from paraisite_bench.stats import BASELINE, lower_is_better, paired_comparisons, variance_components
 
 PACKAGE = "paraisite_report"
-#: Metric columns a result row may carry besides its headline metric, in the order they are shown
-METRIC_ORDER = ("mape", "mae_log", "spearman", "r2_log", "mae", "r2")
 DEFAULT_TEST_FRACTION = 0.2
 
 
@@ -24,7 +22,7 @@ def paired_section(data: ReportData) -> str | None:
     if not views:
         return None
     return fragment("section_paired.html", package=PACKAGE, views=views, labels=data.labels,
-                    fractions=sorted({_test_fraction(data, s) for s in {r["selection"] for r in data.rows}}))
+                    fractions=sorted({run_test_fraction(data, r["selection"]) for r in data.rows}))
 
 
 def _metrics(rows: list[dict]) -> list[str]:
@@ -34,7 +32,7 @@ def _metrics(rows: list[dict]) -> list[str]:
     return sorted(heads | present, key=lambda m: (m not in heads, _rank(m, METRIC_ORDER), m))
 
 
-def _test_fraction(data: ReportData, selection: str) -> float:
+def run_test_fraction(data: ReportData, selection: str) -> float:
     """The test fraction of the runs of ``selection`` (runs merged into one report share it per
     selection, :func:`paraisite_bench.results.check_protocols`)."""
     protos = [run.get("protocol") or {} for run in data.runs]
@@ -49,7 +47,7 @@ def _metric_view(data: ReportData, metric: str) -> dict:
     for selection in sorted({r["selection"] for r in data.rows}):
         # a baseline has nothing to select: it serves every selection mode's strategies
         rows = [r for r in data.rows if r["selection"] == selection or r["backbone"] == BASELINE]
-        comparisons += paired_comparisons(rows, metric, test_fraction=_test_fraction(data, selection))
+        comparisons += paired_comparisons(rows, metric, test_fraction=run_test_fraction(data, selection))
     groups: dict[tuple, list[dict]] = {}
     for c in sorted(comparisons, key=_order):
         groups.setdefault((c["backbone"], c["selection"]), []).append(_display(c))
