@@ -328,3 +328,52 @@ def leaders(ctx: "Context", dataset: str, candidates: list[str]) -> list[tuple[s
         if mapping:
             out.append((name, mapping))
     return sorted(out, key=lambda t: (-len(t[1]), t[0]))
+
+
+# ---- audit ------------------------------------------------------------------------------------
+
+def _spread(values: list[float], fmt: str) -> str:
+    return f"{sum(values) / len(values):{fmt}} ({min(values):{fmt}}–{max(values):{fmt}})"
+
+
+def _eg(examples: list[str]) -> str:
+    return f" (e.g. {', '.join(examples)})" if examples else ""
+
+
+def _overlap_line(row: dict) -> str:
+    if row["kind"] == "dataset":
+        return (f"  {row['dataset']}: {row['records']} records; {row['duplicated_formulas']} formulas held"
+                f" by 2+ records ({row['records_in_duplicates']} records){_eg(row['formula_examples'])}; "
+                f"{row['structure_twin_pairs']} pairs of matching structures")
+    if not row["formulas"]:
+        return f"  {row['a']} ∩ {row['b']}: no common formula"
+    formula = (f"formula {row['formula_records_a']} / {row['formula_records_b']} records, "
+               f"{row['formulas']} formulas{_eg(row['formula_examples'])}")
+    structure = (f"structure {row['structure_records_a']} / {row['structure_records_b']} records, "
+                 f"{row['structure_formulas']} formulas{_eg(row['structure_examples'])}")
+    return f"  {row['a']} ∩ {row['b']}: {formula}; {structure}"
+
+
+def audit_lines(ctx: "Context", datasets: list[str], options: SplitOptions, splits: int) -> list[str]:
+    """What ``paraisite-bench audit`` prints: the overlaps of ``datasets`` and, per dataset, the test
+    fraction of each split and how many test records have a formula twin / a matching structure in the
+    training part of the same split (mean, range over the splits)."""
+    m = MATCHER
+    lines = [f"overlaps (formula: pymatgen reduced formula; structure: StructureMatcher ltol {m['ltol']}, "
+             f"stol {m['stol']}, angle_tol {m['angle_tol']}, within a formula)"]
+    lines += [_overlap_line(row) for row in overlap_summary(ctx, datasets)]
+    lines.append(f"splits (--split-by {options.split_by}, {splits} splits, seed {options.seed}, nominal test "
+                 f"fraction {options.test_fraction}); test records with a twin in the training part of the "
+                 "same split: mean (min–max)")
+    for d in datasets:
+        try:
+            rows = leak_per_split(ctx, d, options, splits)
+        except UserError as exc:
+            lines.append(f"  {d}: {exc}")
+            continue
+        fractions = ", ".join(f"{r['fraction']:.3f}" for r in rows)
+        lines.append(f"  {d}: test fraction per split {fractions}; test records "
+                     f"{_spread([r['test'] for r in rows], '.1f')}; with a formula twin in training "
+                     f"{_spread([r['formula'] for r in rows], '.2f')}; with a matching structure "
+                     f"{_spread([r['structure'] for r in rows], '.2f')}")
+    return lines

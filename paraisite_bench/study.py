@@ -286,6 +286,7 @@ class StabilityStudy(Command):
     seed: int | None = None
     selection: str | None = None
     report_only: bool = False
+    split_by: str | None = None
     log_name = "select.log"
 
     def __post_init__(self):
@@ -319,7 +320,7 @@ class StabilityStudy(Command):
             per_stage = {**{d: self.pretrain_epochs for d in pre}, **per_stage}
         batches = {d: self.pretrain_batch_size for d in pre} if self.pretrain_batch_size else {}
         return protocol_with(PRESETS["paper"]["protocol"], splits=self.repeats, epochs=self.epochs,
-                             seed=self.seed, selection=self.selection,
+                             seed=self.seed, selection=self.selection, split_by=self.split_by,
                              stage_epochs=tuple(sorted(per_stage.items())),
                              stage_batch_size=tuple(sorted(batches.items())), subsample=tuple(self.subsample))
 
