@@ -18,7 +18,7 @@ from .context import Context
 from .data import resolve_data_dir
 from .errors import UserError
 from .executors import DEVICES
-from .jobs import Plan, build_plan
+from .jobs import Plan, build_plan, check_splits
 from .orchestrate import (
     Command,
     Launch,
@@ -157,6 +157,7 @@ class TableRun(Command):
             warn(note)
         if not plan.stages:
             raise UserError("nothing to run: every backbone × strategy combination was skipped")
+        check_splits(ctx, plan)
         return ctx, plan
 
     def start(self, run: RunDir) -> None:

@@ -125,3 +125,13 @@ def build_plan(ctx: Context, backbones, strategies, train, test) -> Plan:
                             plan.evals[parent].append(te)
                         plan.cells.append(Cell(bb.name, strategy.name, t, te, r, parent, ">".join(labels)))
     return plan
+
+
+def check_splits(ctx: Context, plan: Plan) -> None:
+    """Make every split the plan trains or evaluates on now, so that an unusable one (an empty side,
+    e.g. a tiny dataset with --split-by formula) stops the command with one line before anything runs,
+    rather than failing its jobs one by one."""
+    for key, spec in plan.stages.items():
+        ctx.split(spec.dataset, spec.split, spec.options)
+        for test in plan.evals.get(key, []):
+            ctx.split(test, spec.split, spec.options)

@@ -24,7 +24,7 @@ import numpy as np
 
 from .context import Context
 from .errors import UserError
-from .jobs import Cell, Plan, add_stage, input_mismatch, resolved_init
+from .jobs import Cell, Plan, add_stage, check_splits, input_mismatch, resolved_init
 from .orchestrate import Command, Launch, RunDir, command_line, echo_failures, protocol_with, warn
 from .outputs import rewrite_outputs, write_failures
 from .plugins import Registry
@@ -306,6 +306,7 @@ class StabilityStudy(Command):
         self.parsed = [parse_candidate(registry, c) for c in self.candidates]
         ctx = launch.context(self._protocol())
         plan = build_study_plan(ctx, self.parsed, self.target, self.repeats)
+        check_splits(ctx, plan)
         self.notes = composition_notes(ctx, [c.backbone for c in self.parsed], [self.target])
         for note in self.notes:
             warn(note)
