@@ -6,13 +6,16 @@ Definitions (used by grouped splits, by ``paraisite-bench audit`` and by deconta
 * formula key: pymatgen ``Composition(formula).reduced_formula`` (the structure's composition when a
   record has no formula);
 * chemsys key: ``Composition.chemical_system`` (elements sorted, joined by ``-``);
-* prototype key: ``anonymized formula | space-group number | sorted Wyckoff sites`` of the structure, with
-  ``SpacegroupAnalyzer(symprec=PROTOTYPE_SYMPREC, angle_tolerance=PROTOTYPE_ANGLE_TOL)``; the Wyckoff sites
-  are multiplicity+letter of each symmetry-distinct site (e.g. ``4a``), element-agnostic like the
-  anonymized formula, so that ZnS and GaAs zincblende share ``AB|216|4a_4c``. A record without a usable
+* prototype key: ``anonymized formula|space-group number|multiplicities`` of the structure, where the
+  multiplicities are the sizes of its symmetry-distinct site orbits in the conventional standard cell
+  (sorted), from ``SpacegroupAnalyzer(symprec=PROTOTYPE_SYMPREC, angle_tolerance=PROTOTYPE_ANGLE_TOL)``.
+  Wyckoff letters are left out on purpose: they depend on the origin choice (Dataset1's zincblende
+  compounds come out as 1a+1c for 14 and 1a+1d for 16 records, one prototype), and a canonical choice
+  needs the space group's normalizer. So ZnS and GaAs zincblende share ``AB|216|4_4``, rocksalt is
+  ``AB|225|4_4``, wurtzite ``AB|186|2_2``, half-Heusler ``ABC|216|4_4_4``. A record without a usable
   structure gets ``formula:<reduced formula>`` (grouped with its formula, never alone by accident). This
-  is close to MatFold's "structure prototype" idea (Witman & Schindler, 2025) but computed here so that
-  the key and the split assignment are ours.
+  follows the idea of MatFold's structure-prototype split (Witman & Schindler, Digital Discovery 2025),
+  computed here so that the key and the split assignment are ours; MatFold itself is not used.
 * structure match: pymatgen ``StructureMatcher`` with its default tolerances (ltol 0.2, stol 0.3,
   angle_tol 5°, primitive cell, volume scaled; :data:`MATCHER`), tried only between records with the
   same reduced formula.
@@ -71,22 +74,23 @@ def chemsys_key(rec: "Record") -> str:
 
 
 def prototype_key(rec: "Record") -> str:
-    """``anonymized formula|space group|Wyckoff sites`` (see the module's docstring)."""
+    """``anonymized formula|space group|orbit multiplicities`` (see the module's docstring)."""
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
     structure = _structure(rec)
     if structure is None:
         return f"formula:{formula_key(rec)}"
+    tol = {"symprec": PROTOTYPE_SYMPREC, "angle_tolerance": PROTOTYPE_ANGLE_TOL}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            sga = SpacegroupAnalyzer(structure, symprec=PROTOTYPE_SYMPREC,
-                                     angle_tolerance=PROTOTYPE_ANGLE_TOL)
-            sites = sorted(sga.get_symmetrized_structure().wyckoff_symbols)
+            sga = SpacegroupAnalyzer(structure, **tol)
             number = sga.get_space_group_number()
+            conventional = SpacegroupAnalyzer(sga.get_conventional_standard_structure(), **tol)
+            orbits = sorted(len(g) for g in conventional.get_symmetrized_structure().equivalent_sites)
     except Exception:  # spglib fails on a few odd cells: group such a record with its formula
         return f"formula:{formula_key(rec)}"
-    return f"{structure.composition.anonymized_formula}|{number}|{'_'.join(sites)}"
+    return f"{structure.composition.anonymized_formula}|{number}|{'_'.join(map(str, orbits))}"
 
 
 KEYS = {"formula": formula_key, "chemsys": chemsys_key, "prototype": prototype_key}
@@ -139,7 +143,7 @@ def group_keys(ctx: "Context", dataset: str, by: str) -> dict[str, str]:
                 return {rid: KEYS[by](rec) for rid, rec in loaded.records.items()}
 
             if by == "prototype":
-                settings = {"symprec": PROTOTYPE_SYMPREC, "angle_tol": PROTOTYPE_ANGLE_TOL, "v": 1}
+                settings = {"symprec": PROTOTYPE_SYMPREC, "angle_tol": PROTOTYPE_ANGLE_TOL, "v": 2}
                 path = _cache_file(ctx, f"prototype-{name}", [loaded.fingerprint, settings])
                 memo[(by, name)] = _cached(path, compute)
             else:
