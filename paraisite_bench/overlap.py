@@ -21,7 +21,8 @@ Definitions (used by grouped splits, by ``paraisite-bench audit`` and by deconta
   same reduced formula.
 
 Symmetry keys and matches are cached on disk under ``ctx.cache_dir / "overlap"``, keyed by the datasets'
-fingerprints and the settings above; and in memory on ``ctx.derived`` for the run.
+fingerprints and the settings above; and in memory on ``ctx.derived`` for the run. ``ctx`` is a
+:class:`paraisite_bench.context.Context` everywhere (not imported here: the context imports this module).
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from .errors import RecordError, UserError
 from .protocol import SplitOptions, stable_hash
 
 if TYPE_CHECKING:
-    from .context import Context
     from .data import Record
 
 PROTOTYPE_SYMPREC = 0.1
@@ -105,11 +105,11 @@ def _structure(rec: "Record"):
         return None
 
 
-def _memo(ctx: "Context") -> dict:
+def _memo(ctx) -> dict:
     return ctx.derived.setdefault("overlap", {})
 
 
-def _cache_file(ctx: "Context", stem: str, key_parts) -> Path:
+def _cache_file(ctx, stem: str, key_parts) -> Path:
     return Path(ctx.cache_dir) / "overlap" / f"{stem}-{stable_hash(key_parts)}.json"
 
 
@@ -128,7 +128,7 @@ def _cached(path: Path, compute):
     return value
 
 
-def group_keys(ctx: "Context", dataset: str, by: str) -> dict[str, str]:
+def group_keys(ctx, dataset: str, by: str) -> dict[str, str]:
     """id -> group key (``by``: formula, chemsys or prototype) of every record of a dataset (union
     datasets: of their components); prototype keys are cached on disk."""
     if by not in KEYS:
@@ -154,7 +154,7 @@ def group_keys(ctx: "Context", dataset: str, by: str) -> dict[str, str]:
 
 # ---- structure matches ------------------------------------------------------------------------
 
-def _by_formula(ctx: "Context", name: str) -> dict[str, list[str]]:
+def _by_formula(ctx, name: str) -> dict[str, list[str]]:
     groups: dict[str, list[str]] = defaultdict(list)
     for rid, key in group_keys(ctx, name, "formula").items():
         if key:
@@ -168,7 +168,7 @@ def _matcher():
     return StructureMatcher(**MATCHER)
 
 
-def _compute_matches(ctx: "Context", a: str, b: str) -> list[list[str]]:
+def _compute_matches(ctx, a: str, b: str) -> list[list[str]]:
     ga, gb = _by_formula(ctx, a), _by_formula(ctx, b)
     ra, rb = ctx.dataset(a).records, ctx.dataset(b).records
     matcher, pairs = _matcher(), []
@@ -188,7 +188,7 @@ def _compute_matches(ctx: "Context", a: str, b: str) -> list[list[str]]:
     return pairs
 
 
-def structure_matches(ctx: "Context", a: str, b: str) -> list[tuple[str, str]]:
+def structure_matches(ctx, a: str, b: str) -> list[tuple[str, str]]:
     """Pairs (id in ``a``, id in ``b``) of records of two atomic datasets with the same reduced formula
     whose structures match (:data:`MATCHER`); ``a == b``: each pair of distinct twins once, with
     id_x < id_y. Records without a usable structure match nothing. Cached on disk."""
@@ -200,7 +200,7 @@ def structure_matches(ctx: "Context", a: str, b: str) -> list[tuple[str, str]]:
     return memo[("match", a, b)]
 
 
-def _partners(ctx: "Context", a: str, b: str) -> dict[str, set[str]]:
+def _partners(ctx, a: str, b: str) -> dict[str, set[str]]:
     """id in atomic ``a`` -> ids of atomic ``b`` with a matching structure (a record matches itself)."""
     out: dict[str, set[str]] = defaultdict(set)
     for x, y in structure_matches(ctx, a, b):
@@ -213,7 +213,7 @@ def _partners(ctx: "Context", a: str, b: str) -> dict[str, set[str]]:
     return out
 
 
-def matching_ids(ctx: "Context", dataset: str, against: list[str], by: str) -> set[str]:
+def matching_ids(ctx, dataset: str, against: list[str], by: str) -> set[str]:
     """Ids of ``dataset`` whose reduced formula (``by="formula"``) or structure (``by="structure"``)
     matches a record of any dataset of ``against`` (union datasets expand to their components)."""
     if by not in BY:
@@ -230,12 +230,12 @@ def matching_ids(ctx: "Context", dataset: str, against: list[str], by: str) -> s
     return out
 
 
-def _owner(ctx: "Context", dataset: str) -> dict[str, str]:
+def _owner(ctx, dataset: str) -> dict[str, str]:
     """id -> the atomic dataset that holds it."""
     return {rid: name for name in ctx.atomic_names(dataset) for rid in ctx.dataset(name).records}
 
 
-def seen_counts(ctx: "Context", test_dataset: str, test_ids: Iterable[str],
+def seen_counts(ctx, test_dataset: str, test_ids: Iterable[str],
                 trained: list[tuple[str, list[str]]]) -> dict:
     """``{"formula": n, "structure": n}``: how many of ``test_ids`` (records of ``test_dataset``) have
     their reduced formula / a matching structure among the trained records ``[(dataset, ids), ...]``.
@@ -261,7 +261,7 @@ def seen_counts(ctx: "Context", test_dataset: str, test_ids: Iterable[str],
 
 # ---- summaries --------------------------------------------------------------------------------
 
-def duplicated_formulas(ctx: "Context", dataset: str) -> dict[str, list[str]]:
+def duplicated_formulas(ctx, dataset: str) -> dict[str, list[str]]:
     """Reduced formula -> ids, for every formula held by more than one record of ``dataset``."""
     groups: dict[str, list[str]] = defaultdict(list)
     for rid, key in group_keys(ctx, dataset, "formula").items():
@@ -269,7 +269,7 @@ def duplicated_formulas(ctx: "Context", dataset: str) -> dict[str, list[str]]:
     return {k: sorted(v) for k, v in sorted(groups.items()) if len(v) > 1 and k}
 
 
-def overlap_summary(ctx: "Context", datasets: list[str]) -> list[dict]:
+def overlap_summary(ctx, datasets: list[str]) -> list[dict]:
     """One row per dataset (its duplicated formulas and structure twins) and one per pair of datasets
     (formula and structure overlap: records of each side, formulas, examples)."""
     rows = []
@@ -295,7 +295,7 @@ def overlap_summary(ctx: "Context", datasets: list[str]) -> list[dict]:
     return rows
 
 
-def split_fractions(ctx: "Context", dataset: str, options: SplitOptions,
+def split_fractions(ctx, dataset: str, options: SplitOptions,
                     splits: int | None = None) -> list[float]:
     """The held-out (test) fraction of each split r < ``splits`` (default: the protocol's) of a dataset."""
     n = ctx.protocol.splits if splits is None else splits
@@ -306,7 +306,7 @@ def split_fractions(ctx: "Context", dataset: str, options: SplitOptions,
     return out
 
 
-def leak_per_split(ctx: "Context", dataset: str, options: SplitOptions, splits: int) -> list[dict]:
+def leak_per_split(ctx, dataset: str, options: SplitOptions, splits: int) -> list[dict]:
     """Per split: test records, test fraction, and how many test records have a formula twin / a matching
     structure in the training part of the same split (the record itself is never in both parts)."""
     out = []
@@ -318,7 +318,7 @@ def leak_per_split(ctx: "Context", dataset: str, options: SplitOptions, splits: 
     return out
 
 
-def leaders(ctx: "Context", dataset: str, candidates: list[str]) -> list[tuple[str, dict[str, str]]]:
+def leaders(ctx, dataset: str, candidates: list[str]) -> list[tuple[str, dict[str, str]]]:
     """The atomic datasets among ``candidates`` that share records with ``dataset`` (same id with the same
     reduced formula, or a matching structure), as ``(name, {id in dataset: id there})``, the one sharing
     the most records first (ties: by name): a record follows the first one that holds it."""
@@ -358,7 +358,7 @@ def _overlap_line(row: dict) -> str:
     return f"  {row['a']} ∩ {row['b']}: {formula}; {structure}"
 
 
-def audit_lines(ctx: "Context", datasets: list[str], options: SplitOptions, splits: int) -> list[str]:
+def audit_lines(ctx, datasets: list[str], options: SplitOptions, splits: int) -> list[str]:
     """What ``paraisite-bench audit`` prints: the overlaps of ``datasets`` and, per dataset, the test
     fraction of each split and how many test records have a formula twin / a matching structure in the
     training part of the same split (mean, range over the splits)."""
