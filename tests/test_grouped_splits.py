@@ -192,3 +192,26 @@ def test_empty_side_is_one_user_error(data_dir, tmp_path):
         ctx.split("one", 0, options("formula"))
     msg = str(err.value)
     assert "\n" not in msg and "'one'" in msg and "split 0" in msg and "--split-by formula" in msg
+
+
+def test_run_split_by_formula_and_a_refused_split(cli, data_dir, tmp_path):
+    """A tiny run with --split-by formula records it; Dataset2 is one prototype (half-Heusler,
+    computed here), so --split-by prototype has an empty side in every split: one line, nothing trained."""
+    from conftest import SMALL
+
+    out = tmp_path / "r"
+    code, stdout, err = cli("run", *SMALL, "--strategies", "scratch", "--train", "dataset1", "--test",
+                            "dataset1", "--splits", "1", "--split-by", "formula", "--out", str(out))
+    assert code == 0, err
+    info = json.loads((out / "run.json").read_text())
+    assert info["protocol"]["split_by"] == "formula" and "not the paper's random splits" in stdout
+    rows = (out / "results.csv").read_text().splitlines()
+    assert len(rows) == 2  # header + one result: dataset1, split 0
+
+    assert len({prototype(r) for r in raw(data_dir, "dataset2")}) == 1
+    code, stdout, err = cli("run", *SMALL, "--strategies", "scratch", "--train", "dataset2", "--test",
+                            "dataset2", "--splits", "1", "--split-by", "prototype", "--out",
+                            str(tmp_path / "p"))
+    assert code == 2 and err.count("\n") == 1, err
+    assert "dataset 'dataset2', split 0" in err and "--split-by prototype" in err
+    assert not (tmp_path / "p" / "results.csv").exists()
