@@ -125,8 +125,9 @@ class Context:
         elif opts.split_by != "random":
             from .overlap import group_keys
 
-            out = make_grouped_split(group_keys(self, spec.name, opts.split_by), r, opts.seed,
-                                     opts.test_fraction, opts.inner_val_fraction)
+            # a record without a key (no readable formula nor structure) is a group of its own
+            keys = {i: k or f"id:{i}" for i, k in group_keys(self, spec.name, opts.split_by).items()}
+            out = make_grouped_split(keys, r, opts.seed, opts.test_fraction, opts.inner_val_fraction)
         elif spec.subset_of:
             parent = self.dataset(spec.subset_of).records
             out = self._follow(spec.name, r, opts, [(spec.subset_of, {i: i for i in ids if i in parent})])

@@ -376,8 +376,10 @@ def audit_lines(ctx, datasets: list[str], options: SplitOptions, splits: int) ->
             lines.append(f"  {d}: {exc}")
             continue
         fractions = ", ".join(f"{r['fraction']:.3f}" for r in rows)
+        has_cif = any(rec.cif for name in ctx.atomic_names(d) for rec in ctx.dataset(name).records.values())
+        structure = _spread([r["structure"] for r in rows], ".2f") if has_cif else "n/a (no structures)"
         lines.append(f"  {d}: test fraction per split {fractions}; test records "
                      f"{_spread([r['test'] for r in rows], '.1f')}; with a formula twin in training "
                      f"{_spread([r['formula'] for r in rows], '.2f')}; with a matching structure "
-                     f"{_spread([r['structure'] for r in rows], '.2f')}")
+                     f"{structure}")
     return lines
