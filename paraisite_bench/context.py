@@ -140,6 +140,16 @@ class Context:
         memo[(name, r, opts)] = out
         return out
 
+    def split_rule(self, name: str) -> str:
+        """How the random splits of an atomic dataset are made besides its own permutation: "" (its own,
+        the built-ins'), ``subset_of:PARENT`` or ``follows shared records`` (a --dataset-file dataset).
+        Part of a stage's key (only when not ""), so that stages stored before a dataset followed
+        another's splits are not reused."""
+        spec = self.registry.dataset(name)
+        if spec.subset_of:
+            return f"subset_of:{spec.subset_of}"
+        return "follows shared records" if spec.plugin == USER_PROVIDER else ""
+
     def _follow(self, name: str, r: int, opts: SplitOptions, leaders: list[tuple[str, dict]]) -> Split:
         """Split r of dataset ``name`` whose records follow their twins in the ``leaders``
         ``[(dataset, {own id: id there})]`` (first leader first); the others get their own permutation."""

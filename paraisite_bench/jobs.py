@@ -65,10 +65,13 @@ def add_stage(plan: Plan, ctx: Context, bb, init: Init, parent: str | None, data
     contributors = [("backbone", bb.name), ("dataset", dataset), *(("dataset", a) for a in atoms)]
     if strategy:
         contributors.append(("strategy", strategy))
+    rules = [ctx.split_rule(a) for a in atoms]
     key = stable_hash({
         "backbone": bb.name, "settings": bb.settings(), "init": str(init), "parent": parent,
         "dataset": dataset, "data": [ctx.dataset(a).fingerprint for a in atoms],
         "split": split, "options": options, "plugins": ctx.registry.identities(contributors),
+        # only for datasets that follow another's splits, so that the built-ins' keys are unchanged
+        **({"split_rules": rules} if any(rules) else {}),
     })
     if key not in plan.stages:
         plan.stages[key] = StageSpec(key=key, backbone=bb.name, init=init, parent=parent, dataset=dataset,
