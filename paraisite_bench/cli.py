@@ -15,9 +15,10 @@ import click
 
 from .compilation import COMPILE_MODES
 from .context import Context
+from .data import resolve_data_dir
 from .errors import UserError
 from .executors import DEVICES
-from .jobs import Plan, build_plan
+from .jobs import Plan, build_plan, check_splits
 from .orchestrate import (
     Command,
     Launch,
@@ -34,12 +35,12 @@ from .orchestrate import (
 )
 from .outputs import machine_info, rewrite_outputs
 from .plugins import KINDS, plugin_distributions
-from .protocol import PRESETS, SELECTION_MODES, Protocol
+from .protocol import PRESETS, SELECTION_MODES, SPLIT_MODES, Protocol, SplitOptions
 from .report import ordered_sections
 from .results import table_mean, table_std
 from .runner import RunOutcome
 from .study import StabilityStudy, composition_notes
-from .userdata import check_inputs
+from .userdata import add_datasets, check_inputs, dataset_specs
 
 
 def _names(value: str | None) -> tuple[str, ...] | None:
@@ -156,6 +157,7 @@ class TableRun(Command):
             warn(note)
         if not plan.stages:
             raise UserError("nothing to run: every backbone × strategy combination was skipped")
+        check_splits(ctx, plan)
         return ctx, plan
 
     def start(self, run: RunDir) -> None:
@@ -241,6 +243,10 @@ class TableRun(Command):
 @click.option("--early-stop", type=click.IntRange(1), default=None,
               help="Stop a stage after N epochs without a better validation MAPE "
                    "(default: off, as the paper).")
+@click.option("--split-by", type=click.Choice(sorted(SPLIT_MODES), case_sensitive=False), default=None,
+              help="Which records stay on the same side of a split: random (the paper: none), formula "
+                   "(same reduced formula), chemsys (same elements) or prototype (same structure type) "
+                   "[default: random].")
 @click.option("--compile", "compile_", type=click.Choice(COMPILE_MODES, case_sensitive=False), default=None,
               help="Let backbones compile their training step (torch.compile; same function, rounding "
                    "aside): auto = stages of at least 1,000 steps on CPU "
@@ -248,14 +254,14 @@ class TableRun(Command):
 def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs, subsample, batch_size, lr,
         seed, selection, scaler_fit, cosine_tmax, head, out, data_dir, cache_dir, workers, threads,
         plugin_modules, progress, executor, address, device, early_stop, compile_=None, dataset_files=(),
-        seeds=None):
+        seeds=None, split_by=None):
     """Train and evaluate every backbone × strategy × train × test cell; resumable."""
     base = PRESETS[preset.lower()]
     protocol = protocol_with(
         base["protocol"], splits=splits, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
         selection=_lower(selection), scaler_fit=_lower(scaler_fit), cosine_tmax=cosine_tmax,
         subsample=_pairs(subsample, "--subsample"), stage_epochs=_pairs(stage_epochs, "--stage-epochs"),
-        early_stop=early_stop, head=_widths(head), seeds=seeds)
+        early_stop=early_stop, head=_widths(head), seeds=seeds, split_by=_lower(split_by))
     grid = TableRun(preset=preset.lower(), protocol=protocol,
                     backbones=_names(backbones) or base["backbones"],
                     strategies=_names(strategies) or base["strategies"],
@@ -272,6 +278,8 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
     echo("")
     echo(f"paraisite-bench: {outcome.trained} stages trained, {outcome.reused} reused, "
          f"{len(outcome.failed)} failed, {outcome.evaluated} evaluations, {outcome.wall_s:.0f} s")
+    if run_info["protocol"].get("split_by", "random") != "random":
+        echo(f"  splits grouped by {run_info['protocol']['split_by']}: not the paper's random splits")
     if run_info.get("early_stop"):
         echo(f"  early stopping was ON (patience {run_info['early_stop']} epochs): not the paper's protocol")
     by = {}
@@ -349,18 +357,22 @@ def _failures(out_dir, outcome, result) -> None:
 @click.option("--progress/--no-progress", default=None)
 @click.option("--report", "report_only", is_flag=True,
               help="Only rewrite the study outputs from the store (no training), e.g. while a run goes on.")
+@click.option("--split-by", type=click.Choice(sorted(SPLIT_MODES), case_sensitive=False), default=None,
+              help="Which records stay on the same side of a split: random (the paper: none), formula "
+                   "(same reduced formula), chemsys (same elements) or prototype (same structure type) "
+                   "[default: random].")
 @click.option("--compile", "compile_", type=click.Choice(COMPILE_MODES, case_sensitive=False), default=None,
               help="As for run [default: $PARAISITE_BENCH_COMPILE or auto].")
 def select(candidates, dataset, repeats, epochs, pretrain_epochs, pretrain_batch_size, stage_epochs,
            subsample, rule, seed, selection, out, data_dir, cache_dir, workers, threads, plugin_modules,
-           progress, report_only, compile_=None):
+           progress, report_only, compile_=None, split_by=None):
     """Model-selection stability study (the paper's Fig. 2): rank candidates by a stated rule."""
     study = StabilityStudy(
         candidates=tuple(candidates.split(",")), dataset=dataset, repeats=repeats, rule=rule, epochs=epochs,
         pretrain_epochs=pretrain_epochs, pretrain_batch_size=pretrain_batch_size,
         stage_epochs=_pairs(stage_epochs, "--stage-epochs") or (),
         subsample=_pairs(subsample, "--subsample") or (),
-        seed=seed, selection=_lower(selection), report_only=report_only)
+        seed=seed, selection=_lower(selection), report_only=report_only, split_by=_lower(split_by))
     run_command(study, LaunchOptions(out=out, data_dir=data_dir, cache_dir=cache_dir,
                                      plugin_modules=tuple(plugin_modules), workers=workers, threads=threads,
                                      device="cpu", compile_mode=_lower(compile_), progress=progress))
@@ -384,6 +396,46 @@ def report(run_dirs, out, plugin_modules):
     data, paths = rewrite_outputs(run_dirs, ordered_sections(registry), Path(out) if out else None)
     click.echo(f"{len(data.rows)} results, {len(data.table)} cells from {len(run_dirs)} run(s) → "
                f"{paths['html']} (+ {paths['md'].name}, {paths['tex'].name})")
+
+
+@cli.command()
+@click.argument("datasets", nargs=-1)
+@click.option("--data-dir", type=click.Path(), help="Data root with ltc/ (else $PARAISITE_BENCH_DATA).")
+@click.option("--cache-dir", type=click.Path(file_okay=False),
+              help="Cache of symmetry keys and structure matches (else $PARAISITE_BENCH_CACHE).")
+@click.option("--split-by", type=click.Choice(sorted(SPLIT_MODES), case_sensitive=False), default="random",
+              show_default=True, help="The splits to audit (see run --split-by).")
+@click.option("--splits", type=click.IntRange(1), default=9, show_default=True)
+@click.option("--seed", type=int, default=Protocol.seed, show_default=True)
+@click.option("--plugin", "plugin_modules", multiple=True, help="Also load this importable plugin module.")
+@click.option("--dataset-file", "dataset_files", multiple=True, metavar="[NAME=]PATH",
+              help="Also audit your own dataset (as for run).")
+def audit(datasets, data_dir, cache_dir, split_by, splits, seed, plugin_modules, dataset_files):
+    """Which records are the same (formula twins, matching structures) within and across DATASETS, and
+    how many test records of each split have a twin in its training part. Trains nothing.
+
+    DATASETS default to every registered atomic dataset whose data loads (and the --dataset-file ones)."""
+    registry = load_plugins(plugin_modules)
+    user = dataset_specs(dataset_files)
+    add_datasets(registry, user)
+    protocol = Protocol(splits=splits, seed=seed, split_by=split_by.lower())
+    ctx = Context(registry, resolve_data_dir(data_dir), protocol, Path(cache_dir) if cache_dir else None)
+    names = [registry.dataset(n.lower()).name for n in datasets]
+    if not names:
+        for name, spec in sorted(registry.datasets.items()):
+            if spec.components:
+                continue
+            try:
+                ctx.dataset(name)
+            except UserError as exc:
+                warn(f"{name} left out: {exc}")
+                continue
+            names.append(name)
+    options = SplitOptions(seed, protocol.test_fraction, protocol.inner_val_fraction, protocol.split_by)
+    from .overlap import audit_lines
+
+    for line in audit_lines(ctx, names, options, splits):
+        click.echo(line)
 
 
 def main(argv=None):

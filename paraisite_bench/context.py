@@ -13,7 +13,17 @@ import torch
 from .data import LoadContext, Record, records_fingerprint, validate_records
 from .errors import PluginFailure, RecordError, UserError
 from .plugins import Registry
-from .protocol import Protocol, Split, SplitOptions, make_split, stable_hash, subsample_ids
+from .protocol import (
+    SPLIT_MODES,
+    Protocol,
+    Split,
+    SplitOptions,
+    make_grouped_split,
+    make_split,
+    stable_hash,
+    subsample_ids,
+)
+from .userdata import PROVIDER as USER_PROVIDER
 
 
 @dataclass
@@ -45,6 +55,8 @@ class Context:
         #: disk), so that a union dataset does not run a broken featuriser again on the same component
         self._plugin_failures: dict[tuple[str, str], PluginFailure] = {}
         self._backbones: dict[str, object] = {}
+        #: values derived from the datasets for this run (splits, overlap keys, structure matches)
+        self.derived: dict = {}
         self.skipped: list[RecordError] = []
 
     # ---- datasets ----------------------------------------------------------------------------
@@ -85,18 +97,89 @@ class Context:
 
     # ---- splits ------------------------------------------------------------------------------
     def split(self, name: str, r: int, options: SplitOptions | Mapping) -> Split:
-        """Split r of a dataset with the seed and fractions of ``options`` (a stage's options, or
-        :class:`SplitOptions`); a union dataset's split r is the union of its components'."""
+        """Split r of a dataset with the seed, fractions and grouping of ``options`` (a stage's options,
+        or :class:`SplitOptions`); a union dataset's split r is the union of its components'. A split
+        with an empty training or test part is a :class:`UserError`."""
         opts = options if isinstance(options, SplitOptions) else SplitOptions.of(options)
+        out = self._split(name, r, opts)
+        if not out.train or not out.test:
+            side = "test" if not out.test else "training"
+            raise UserError(f"dataset {name!r}, split {r}: the {side} part is empty with --split-by "
+                            f"{opts.split_by} ({len(out.train)} training, {len(out.test)} test records): "
+                            "use --split-by random or formula, or a dataset with more records or groups")
+        return out
+
+    def _split(self, name: str, r: int, opts: SplitOptions) -> Split:
+        memo = self.derived.setdefault("splits", {})
+        if (name, r, opts) in memo:
+            return memo[(name, r, opts)]
+        if opts.split_by not in SPLIT_MODES:
+            raise UserError(f"--split-by {opts.split_by!r}: use one of {', '.join(SPLIT_MODES)}")
         spec = self.registry.dataset(name)
+        ids = self.dataset(name).records
         if spec.components:
-            parts = [self.split(c, r, opts) for c in spec.components]
+            parts = [self._split(c, r, opts) for c in spec.components]
             out = parts[0]
             for p in parts[1:]:
                 out = out | p
-            return out
-        return make_split(spec.name, self.dataset(name).records, r, opts.seed, opts.test_fraction,
-                          opts.inner_val_fraction)
+        elif opts.split_by != "random":
+            from .overlap import group_keys
+
+            # a record without a key (no readable formula nor structure) is a group of its own
+            keys = {i: k or f"id:{i}" for i, k in group_keys(self, spec.name, opts.split_by).items()}
+            out = make_grouped_split(keys, r, opts.seed, opts.test_fraction, opts.inner_val_fraction)
+        elif spec.subset_of:
+            parent = self.dataset(spec.subset_of).records
+            out = self._follow(spec.name, r, opts, [(spec.subset_of, {i: i for i in ids if i in parent})])
+        elif spec.plugin == USER_PROVIDER:
+            from .overlap import leaders
+
+            out = self._follow(spec.name, r, opts, leaders(self, spec.name, self._leader_candidates(spec)))
+        else:
+            out = make_split(spec.name, ids, r, opts.seed, opts.test_fraction, opts.inner_val_fraction)
+        memo[(name, r, opts)] = out
+        return out
+
+    def split_rule(self, name: str) -> str:
+        """How the random splits of an atomic dataset are made besides its own permutation: "" (its own,
+        the built-ins'), ``subset_of:PARENT`` or ``follows shared records`` (a --dataset-file dataset).
+        Part of a stage's key (only when not ""), so that stages stored before a dataset followed
+        another's splits are not reused."""
+        spec = self.registry.dataset(name)
+        if spec.subset_of:
+            return f"subset_of:{spec.subset_of}"
+        return "follows shared records" if spec.plugin == USER_PROVIDER else ""
+
+    def _follow(self, name: str, r: int, opts: SplitOptions, leaders: list[tuple[str, dict]]) -> Split:
+        """Split r of dataset ``name`` whose records follow their twins in the ``leaders``
+        ``[(dataset, {own id: id there})]`` (first leader first); the others get their own permutation."""
+        side: dict[str, str] = {}
+        for leader, mapping in leaders:
+            s = self._split(leader, r, opts)
+            test, val = set(s.test), set(s.inner_val)
+            for mine, theirs in mapping.items():
+                side.setdefault(mine, "test" if theirs in test else "val" if theirs in val else "train")
+        rest = [i for i in self.dataset(name).records if i not in side]
+        own = make_split(name, rest, r, opts.seed, opts.test_fraction, opts.inner_val_fraction) if rest \
+            else Split((), (), (), ())
+        test = sorted([i for i, s in side.items() if s == "test"] + list(own.test))
+        val = sorted([i for i, s in side.items() if s == "val"] + list(own.inner_val))
+        inner = sorted([i for i, s in side.items() if s == "train"] + list(own.inner_train))
+        return Split(tuple(sorted(val + inner)), tuple(test), tuple(inner), tuple(val))
+
+    def _leader_candidates(self, spec) -> list[str]:
+        """The registered (plugin) datasets a user dataset may follow: atomic, with the same target,
+        whose data loads (a registered dataset whose files are absent cannot be followed)."""
+        out = []
+        for name, other in sorted(self.registry.datasets.items()):
+            if other.components or other.plugin == USER_PROVIDER or other.target != spec.target:
+                continue
+            try:
+                self.dataset(name)
+            except UserError:
+                continue
+            out.append(name)
+        return out
 
     # ---- features ----------------------------------------------------------------------------
     def backbone(self, name: str):

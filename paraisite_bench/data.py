@@ -117,6 +117,7 @@ class DatasetSpec:
     ``components`` makes this dataset the union of others (e.g. MIX = Dataset1 ∪ Dataset2):
     then ``loader`` is unused and split r is the union of the components' splits r.
     ``fingerprint(ctx)`` returns a checksum of the data (default: hash of the loaded records).
+    ``subset_of`` names the dataset this one takes its records from, so that both split them alike.
     """
 
     name: str
@@ -130,6 +131,9 @@ class DatasetSpec:
     target: Target = KAPPA
     #: "structure" (records carry CIFs) or "composition" (formulas only: structure backbones skip it).
     input_kind: str = "structure"
+    #: The dataset whose records this one re-uses (e.g. "dataset1"): in random splits its split r is
+    #: the parent's split r restricted to its ids (records not in the parent: their own permutation).
+    subset_of: str = ""
 
     @property
     def label(self) -> str:

@@ -61,7 +61,10 @@ def register_datasets(register):
     A dataset provides validated records (id, formula, kappa, structure) plus a description and a
     citation (see :class:`paraisite_bench.data.DatasetSpec`). A dataset may also be the union of
     other datasets (``components=("dataset1", "dataset2")``): its split r is then the union of
-    its components' splits r. Runnable example::
+    its components' splits r. A dataset made of another one's records declares
+    ``subset_of="dataset1"``: its split r is then the parent's split r restricted to its ids, so that
+    no record is trained on in one and tested on in the other (grouped splits, ``--split-by formula``,
+    keep records together across datasets anyway). Runnable example::
 
         from pymatgen.core import Composition
 
@@ -76,7 +79,8 @@ def register_datasets(register):
         @hookimpl
         def register_datasets(register):
             register(DatasetSpec(name="d1-halides", description="Dataset1's halides",
-                                 citation="Seko et al., PRL 115, 205901 (2015)", loader=load))
+                                 citation="Seko et al., PRL 115, 205901 (2015)", loader=load,
+                                 subset_of="dataset1"))
     """
 
 

@@ -69,10 +69,13 @@ def add_stage(plan: Plan, ctx: Context, bb, init: Init, parent: str | None, data
     contributors = [("backbone", bb.name), ("dataset", dataset), *(("dataset", a) for a in atoms)]
     if strategy:
         contributors.append(("strategy", strategy))
+    rules = [ctx.split_rule(a) for a in atoms]
     key = stable_hash({
         "backbone": bb.name, "settings": bb.settings(), "init": str(init), "parent": parent,
         "dataset": dataset, "data": [ctx.dataset(a).fingerprint for a in atoms],
         "split": split, "options": options, "plugins": ctx.registry.identities(contributors),
+        # only for datasets that follow another's splits, so that the built-ins' keys are unchanged
+        **({"split_rules": rules} if any(rules) else {}),
     })
     if key not in plan.stages:
         plan.stages[key] = StageSpec(key=key, backbone=bb.name, init=init, parent=parent, dataset=dataset,
@@ -153,3 +156,13 @@ def build_plan(ctx: Context, backbones, strategies, train, test) -> Plan:
                     for seed in training_seeds(ctx.protocol):
                         _add_chain(plan, ctx, bb, strategy, t, r, seed, test)
     return plan
+
+
+def check_splits(ctx: Context, plan: Plan) -> None:
+    """Make every split the plan trains or evaluates on now, so that an unusable one (an empty side,
+    e.g. a tiny dataset with --split-by formula) stops the command with one line before anything runs,
+    rather than failing its jobs one by one."""
+    for key, spec in plan.stages.items():
+        ctx.split(spec.dataset, spec.split, spec.options)
+        for test in plan.evals.get(key, []):
+            ctx.split(test, spec.split, spec.options)

@@ -17,6 +17,14 @@ SELECTION_MODES = {
     "last": "no selection: the final epoch's weights, trained on the 80 % part like paper",
 }
 
+SPLIT_MODES = {
+    "random": "a random permutation per dataset (the paper): twins of a formula may fall on both sides",
+    "formula": "records with the same reduced formula fall on the same side, in every dataset",
+    "chemsys": "records with the same chemical system (set of elements) fall on the same side",
+    "prototype": "records with the same prototype (anonymized formula, space group, orbit sizes) "
+                 "fall on the same side",
+}
+
 
 def training_regime(selection: str) -> str:
     """How a stage trains for a selection mode: ``paper`` and ``last`` train the same model (the 80 % part,
@@ -24,10 +32,6 @@ def training_regime(selection: str) -> str:
     stage (its key says ``paper``); ``heldout`` trains on the inner part of the 80 %."""
     return "heldout" if selection == "heldout" else "paper"
 
-
-def readings(regime: str) -> tuple[str, ...]:
-    """The selection modes a stage trained under ``regime`` is evaluated under."""
-    return ("heldout",) if regime == "heldout" else ("paper", "last")
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,8 @@ class Protocol:
     stage_batch_size: tuple[tuple[str, int], ...] = ()
     #: Training seeds per split (``seed``, ``seed`` + 1, …): the report separates split from seed variance.
     seeds: int = 1
+    #: How records are assigned to the sides of a split (:data:`SPLIT_MODES`; "random" = the paper).
+    split_by: str = "random"
 
     def epochs_for(self, dataset: str) -> int:
         return dict(self.stage_epochs).get(dataset, self.epochs)
@@ -83,6 +89,7 @@ class Protocol:
             "subsample": self.subsample_for(dataset),
             # only when on, so that the default protocol's job keys are unchanged
             **({"early_stop": self.early_stop} if self.early_stop else {}),
+            **({"split_by": self.split_by} if self.split_by != "random" else {}),
         }
 
     def to_dict(self) -> dict:
@@ -132,18 +139,20 @@ class Split:
 
 @dataclass(frozen=True)
 class SplitOptions:
-    """What decides split r of a dataset besides its ids: the seed and the two fractions."""
+    """What decides split r of a dataset besides its ids: the seed, the two fractions and the grouping
+    (:data:`SPLIT_MODES`)."""
 
     seed: int
     test_fraction: float
     inner_val_fraction: float
+    split_by: str = "random"
 
     @staticmethod
     def of(options: Mapping) -> "SplitOptions":
         """The split options of a stage's options: ``split_seed`` when they carry one (a stage whose
         training seed is varied apart from its splits, see :func:`with_training_seed`), else ``seed``."""
         return SplitOptions(options.get("split_seed", options["seed"]), options["test_fraction"],
-                            options["inner_val_fraction"])
+                            options["inner_val_fraction"], options.get("split_by", "random"))
 
 
 def with_training_seed(options: Mapping, seed: int) -> dict:
@@ -167,6 +176,29 @@ def make_split(dataset: str, ids, r: int, seed: int, test_fraction: float,
     inner_train = tuple(ids[i] for i in sorted(train_idx[n_inner:]))
     train = tuple(ids[i] for i in sorted(train_idx))
     return Split(train, test, inner_train, inner_val)
+
+
+def _unit(seed: int, r: int, part: str, key: str) -> float:
+    """A number in [0, 1) that depends only on (seed, r, part, group key): sha256, not Python's hash, so
+    that it is the same in every process."""
+    digest = hashlib.sha256(f"{seed}\x1f{r}\x1f{part}\x1f{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def make_grouped_split(keys: Mapping[str, str], r: int, seed: int, test_fraction: float,
+                       inner_val_fraction: float) -> Split:
+    """Split r of records grouped by key (id -> key): a record is in the test part when
+    u(seed, r, key) < test_fraction, in the inner validation part when a second u < inner_val_fraction.
+    The side depends on the key only, never on the dataset, so every dataset that holds records of a
+    group (a subset, a union, a user file) puts them on the same side; the fractions vary around the
+    nominal ones with the number and sizes of groups."""
+    ids = sorted(keys)
+    test = tuple(i for i in ids if _unit(seed, r, "test", keys[i]) < test_fraction)
+    held = set(test)
+    train = tuple(i for i in ids if i not in held)
+    inner_val = tuple(i for i in train if _unit(seed, r, "inner", keys[i]) < inner_val_fraction)
+    val = set(inner_val)
+    return Split(train, test, tuple(i for i in train if i not in val), inner_val)
 
 
 def subsample_ids(dataset: str, ids, n: int, seed: int) -> list[str]:

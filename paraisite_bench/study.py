@@ -24,7 +24,7 @@ import numpy as np
 
 from .context import Context
 from .errors import UserError
-from .jobs import Cell, Plan, add_stage, input_mismatch, resolved_init
+from .jobs import Cell, Plan, add_stage, check_splits, input_mismatch, resolved_init
 from .orchestrate import Command, Launch, RunDir, command_line, echo_failures, protocol_with, warn
 from .outputs import rewrite_outputs, write_failures
 from .plugins import Registry
@@ -288,6 +288,7 @@ class StabilityStudy(Command):
     seed: int | None = None
     selection: str | None = None
     report_only: bool = False
+    split_by: str | None = None
     log_name = "select.log"
 
     def __post_init__(self):
@@ -307,6 +308,7 @@ class StabilityStudy(Command):
         self.parsed = [parse_candidate(registry, c) for c in self.candidates]
         ctx = launch.context(self._protocol())
         plan = build_study_plan(ctx, self.parsed, self.target, self.repeats)
+        check_splits(ctx, plan)
         self.notes = composition_notes(ctx, [c.backbone for c in self.parsed], [self.target])
         for note in self.notes:
             warn(note)
@@ -321,7 +323,7 @@ class StabilityStudy(Command):
             per_stage = {**{d: self.pretrain_epochs for d in pre}, **per_stage}
         batches = {d: self.pretrain_batch_size for d in pre} if self.pretrain_batch_size else {}
         return protocol_with(PRESETS["paper"]["protocol"], splits=self.repeats, epochs=self.epochs,
-                             seed=self.seed, selection=self.selection,
+                             seed=self.seed, selection=self.selection, split_by=self.split_by,
                              stage_epochs=tuple(sorted(per_stage.items())),
                              stage_batch_size=tuple(sorted(batches.items())), subsample=tuple(self.subsample))
 
