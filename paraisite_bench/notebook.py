@@ -13,7 +13,7 @@ class Results:
     ``results``: one row per (backbone, strategy, train, test, split, seed, selection) with every metric
     (``mape``, ``mae_log``, ``spearman``, ``r2_log`` for κ) and the leakage counts, baselines included
     (``backbone == "baseline"``); ``cells``: Table I, one row per cell × selection with each metric's
-    ``_mean``, ``_std``, ``_ci_low``, ``_ci_high``; ``curves``: the learning curves (one row per stage × epoch).
+    ``_mean``, ``_std``, ``_ci_low``, ``_ci_high``; ``curves``: the learning curves (a row per stage × epoch).
     """
 
     results: object
