@@ -19,6 +19,7 @@ from .data import resolve_data_dir
 from .errors import UserError
 from .executors import DEVICES
 from .jobs import Plan, build_plan, check_splits
+from .leakage import DECONTAMINATE_MODES, DECONTAMINATED_FIELDS, audit_cells, decontaminated_rows
 from .orchestrate import (
     Command,
     Launch,
@@ -33,7 +34,7 @@ from .orchestrate import (
     warn,
     write_outputs,
 )
-from .outputs import machine_info, rewrite_outputs
+from .outputs import machine_info, rewrite_outputs, write_csv
 from .plugins import KINDS, plugin_distributions
 from .protocol import PRESETS, SELECTION_MODES, SPLIT_MODES, Protocol, SplitOptions
 from .report import ordered_sections
@@ -163,6 +164,9 @@ class TableRun(Command):
     def start(self, run: RunDir) -> None:
         self.run_info = self._info(run)
         (run.path / "run.json").write_text(json.dumps(self.run_info, indent=1))
+        removed = decontaminated_rows(run.ctx, run.plan.stages.values())
+        if removed:
+            write_csv(run.path / "decontaminated.csv", DECONTAMINATED_FIELDS, removed)
         run.log(f"start: {self.run_info['command']}")
 
     def _info(self, run: RunDir) -> dict:
@@ -185,7 +189,8 @@ class TableRun(Command):
         }
 
     def finish(self, run: RunDir, outcome: RunOutcome | None) -> dict:
-        self.run_info.update(finished=run.finished, wall_s=run.wall_s)
+        # the leakage audit needs the features (what each stage could train on): done once they exist
+        self.run_info.update(finished=run.finished, wall_s=run.wall_s, cells=audit_cells(run.ctx, run.plan))
         (run.path / "run.json").write_text(json.dumps(self.run_info, indent=1))
         self.skipped = skipped_rows(run.ctx, run.plan)
         return write_outputs(run, self.run_info, self.skipped)
@@ -247,6 +252,9 @@ class TableRun(Command):
               help="Which records stay on the same side of a split: random (the paper: none), formula "
                    "(same reduced formula), chemsys (same elements) or prototype (same structure type) "
                    "[default: random].")
+@click.option("--decontaminate", type=click.Choice(sorted(DECONTAMINATE_MODES), case_sensitive=False),
+              default=None, help="Pretraining stages (e.g. AFLOW in double) leave out records whose formula "
+              "or structure is in a train or test dataset of the run [default: off, the paper].")
 @click.option("--compile", "compile_", type=click.Choice(COMPILE_MODES, case_sensitive=False), default=None,
               help="Let backbones compile their training step (torch.compile; same function, rounding "
                    "aside): auto = stages of at least 1,000 steps on CPU "
@@ -254,14 +262,15 @@ class TableRun(Command):
 def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs, subsample, batch_size, lr,
         seed, selection, scaler_fit, cosine_tmax, head, out, data_dir, cache_dir, workers, threads,
         plugin_modules, progress, executor, address, device, early_stop, compile_=None, dataset_files=(),
-        seeds=None, split_by=None):
+        seeds=None, split_by=None, decontaminate=None):
     """Train and evaluate every backbone × strategy × train × test cell; resumable."""
     base = PRESETS[preset.lower()]
     protocol = protocol_with(
         base["protocol"], splits=splits, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
         selection=_lower(selection), scaler_fit=_lower(scaler_fit), cosine_tmax=cosine_tmax,
         subsample=_pairs(subsample, "--subsample"), stage_epochs=_pairs(stage_epochs, "--stage-epochs"),
-        early_stop=early_stop, head=_widths(head), seeds=seeds, split_by=_lower(split_by))
+        early_stop=early_stop, head=_widths(head), seeds=seeds, split_by=_lower(split_by),
+        decontaminate=_lower(decontaminate))
     grid = TableRun(preset=preset.lower(), protocol=protocol,
                     backbones=_names(backbones) or base["backbones"],
                     strategies=_names(strategies) or base["strategies"],
@@ -307,6 +316,7 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
                     txt += f" [{c['paper_mean']:.2f}]"
                 line += txt.ljust(wc[te])
             echo(line)
+    _leakage(run_info)
     if skipped:
         echo(f"  {len(skipped)} record(s) skipped (see {out_dir / 'skipped.csv'}), e.g.:")
         for s in skipped[:3]:
@@ -315,6 +325,19 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
     _failures(out_dir, outcome, result)
     echo(f"  results: {out_dir / 'results.csv'}  table: {out_dir / 'table1.csv'}  "
          f"report: {out_dir / 'report.html'}")
+
+
+def _leakage(run_info: dict) -> None:
+    """One line when test records were seen in training (the leakage audit of run.json's cells)."""
+    cells = [c for c in run_info.get("cells", []) if c.get("leak_formula") is not None]
+    leaky = [c for c in cells if c["leak_formula"] or c["leak_structure"]]
+    if not leaky:
+        return
+    formula = sum(c["leak_formula"] for c in leaky) / len(leaky)
+    structure = sum(c["leak_structure"] for c in leaky) / len(leaky)
+    click.echo(f"  LEAKAGE: in {len(leaky)} of {len(cells)} results some test records were seen in training "
+               f"(on average {formula:.1f} by formula, {structure:.1f} by structure; columns leak_* of "
+               "results.csv; --preset strict groups splits by formula and decontaminates pretraining)")
 
 
 def _failures(out_dir, outcome, result) -> None:
@@ -361,6 +384,9 @@ def _failures(out_dir, outcome, result) -> None:
               help="Which records stay on the same side of a split: random (the paper: none), formula "
                    "(same reduced formula), chemsys (same elements) or prototype (same structure type) "
                    "[default: random].")
+@click.option("--decontaminate", type=click.Choice(sorted(DECONTAMINATE_MODES), case_sensitive=False),
+              default=None, help="Pretraining stages (e.g. AFLOW in double) leave out records whose formula "
+              "or structure is in a train or test dataset of the run [default: off, the paper].")
 @click.option("--compile", "compile_", type=click.Choice(COMPILE_MODES, case_sensitive=False), default=None,
               help="As for run [default: $PARAISITE_BENCH_COMPILE or auto].")
 def select(candidates, dataset, repeats, epochs, pretrain_epochs, pretrain_batch_size, stage_epochs,

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from .context import Context
 from .errors import UserError
+from .leakage import decontamination
 from .protocol import stable_hash, with_training_seed
 from .strategy import Init
 from .train import StageSpec
@@ -36,6 +37,8 @@ class Plan:
     skipped: list[tuple[str, str, str]] = field(default_factory=list)
     #: test dataset -> the metrics its evaluations carry (its target kind's ``metric_names``)
     metrics: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: the run's train and test datasets (what decontaminated pretraining stages leave out)
+    targets: list[str] = field(default_factory=list)
 
 
 def input_mismatch(ctx: Context, backbone, datasets) -> str | None:
@@ -108,16 +111,24 @@ def stage_options(protocol, dataset: str, seed: int) -> dict:
 
 def _add_chain(plan: Plan, ctx: Context, bb, strategy, train: str, r: int, seed: int,
                test: list[str]) -> None:
-    """The stages of one strategy's chain for target ``train``, split r and a training seed, and its cells."""
+    """The stages of one strategy's chain for target ``train``, split r and a training seed, and its cells;
+    with ``--decontaminate``, the stages before the last leave out the records of every target of the run
+    (``plan.targets``)."""
     reg = ctx.registry
     parent = None
     labels = []
-    for st in strategy.chain(train):
+    chain = strategy.chain(train)
+    for i, st in enumerate(chain):
         ds = reg.dataset(st.dataset).name
         init = resolved_init(bb, st.init)
         labels.append(f"{init}>{ds}" if not labels else ds)
         tag = f"#{r}" if seed == ctx.protocol.seed else f"#{r}s{seed}"
-        parent = add_stage(plan, ctx, bb, init, parent, ds, r, stage_options(ctx.protocol, ds, seed),
+        options = stage_options(ctx.protocol, ds, seed)
+        last = i == len(chain) - 1
+        deco = None if last else decontamination(ctx, ds, plan.targets, ctx.protocol.decontaminate)
+        if deco:
+            options = dict(options, decontaminate=deco)
+        parent = add_stage(plan, ctx, bb, init, parent, ds, r, options,
                            f"{bb.name}:{'>'.join(labels)}{tag}", strategy.name)
     plan.evals.setdefault(parent, [])
     for te in test:
@@ -133,9 +144,9 @@ def build_plan(ctx: Context, backbones, strategies, train, test) -> Plan:
     """Expand backbones × strategies × train × splits × seeds into stages; stages with the same key
     (e.g. the AFLOW stage shared by every ``double`` job of a split) appear once."""
     reg = ctx.registry
-    plan = Plan()
     train = [reg.dataset(t).name for t in train]
     test = [reg.dataset(t).name for t in test]
+    plan = Plan(targets=list(dict.fromkeys(train + test)))
     for b in backbones:
         bb = ctx.backbone(b)
         for s in strategies:

@@ -29,7 +29,7 @@ from .results import (
 from .store import Store
 
 
-def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
+def write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
@@ -41,17 +41,17 @@ def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
 def write_failures(folder: Path, stages: list[dict]) -> None:
     """failures.csv: the failed jobs among ``stages`` (:func:`paraisite_bench.results.stage_rows`)."""
     failed = [s for s in stages if s.get("status") == "failed" or s.get("error")]
-    _write_csv(Path(folder) / "failures.csv", FAILURE_FIELDS, failed)
+    write_csv(Path(folder) / "failures.csv", FAILURE_FIELDS, failed)
 
 
 def _write_tables(folder: Path, data: ReportData, with_skipped: bool) -> None:
     """results.csv, table1.csv, curves.csv (and skipped.csv) of ``data``; metric columns named by metric."""
-    _write_csv(folder / "results.csv", result_fields(data.rows), data.rows)
-    _write_csv(folder / "table1.csv", table_fields(data.table), data.table)
-    _write_csv(folder / "curves.csv", CURVE_FIELDS, data.curves)
+    write_csv(folder / "results.csv", result_fields(data.rows), data.rows)
+    write_csv(folder / "table1.csv", table_fields(data.table), data.table)
+    write_csv(folder / "curves.csv", CURVE_FIELDS, data.curves)
     write_failures(folder, data.stages)
     if with_skipped:
-        _write_csv(folder / "skipped.csv", SKIPPED_FIELDS, data.skipped)
+        write_csv(folder / "skipped.csv", SKIPPED_FIELDS, data.skipped)
 
 
 def write_run_outputs(run_dir: Path, store: Store, run_info: dict, sections: list[ReportSection],

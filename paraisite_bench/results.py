@@ -196,8 +196,11 @@ def aggregate(rows: list[dict]) -> list[dict]:
 
 def _leak_means(rows: list[dict]) -> dict:
     """Mean over a cell's rows of each leakage count (``leak_formula``, ``leak_structure``)."""
-    keys = sorted({k for r in rows for k in r if k.startswith("leak_") and r[k] not in (None, "")})
-    return {k: round(sum(float(r[k]) for r in rows) / len(rows), 2) for k in keys}
+    out = {}
+    for k in sorted({k for r in rows for k in r if k.startswith("leak_")}):
+        values = [float(r[k]) for r in rows if r[k] not in (None, "")]
+        out[k] = round(sum(values) / len(values), 2) if values else ""
+    return out
 
 
 def curve_rows(stage_keys, store: Store) -> list[dict]:

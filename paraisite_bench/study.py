@@ -25,6 +25,7 @@ import numpy as np
 from .context import Context
 from .errors import UserError
 from .jobs import Cell, Plan, add_stage, check_splits, input_mismatch, resolved_init
+from .leakage import decontamination, removed_ids
 from .orchestrate import Command, Launch, RunDir, command_line, echo_failures, protocol_with, warn
 from .outputs import rewrite_outputs, write_failures
 from .plugins import Registry
@@ -85,6 +86,22 @@ def parse_candidate(reg: Registry, text: str) -> Candidate:
                     "(see `paraisite-bench plugins`)")
 
 
+def _pretraining(ctx: Context, dataset: str, target: str, options: dict, r: int) -> tuple[dict, int]:
+    """(options, split) of a candidate's pretraining stage for repeat r. It is shared by every repeat (trained
+    on split 0) so that repeats cost one target stage each — unless it could see a repeat's test records:
+    a pretraining dataset that holds the target's own records (the target or a union with it) is keyed per
+    repeat (split r, whose training part excludes repeat r's test part); any other pretraining dataset leaves
+    out the records matching the target (``--decontaminate`` rule, structure by default), which keeps it
+    shared and never trained on a record of any repeat's test part."""
+    if set(ctx.atomic_names(dataset)) & set(ctx.atomic_names(target)):
+        return options, r
+    deco = decontamination(ctx, dataset, [target], ctx.protocol.decontaminate
+                           if ctx.protocol.decontaminate != "off" else "structure")
+    if deco and removed_ids(ctx, dataset, {"decontaminate": deco}):
+        options = dict(options, decontaminate=deco)
+    return options, 0
+
+
 def build_study_plan(ctx: Context, candidates: list[Candidate], target: str, repeats: int) -> Plan:
     """Stages of every candidate × repeat; pretraining stages are shared by the repeats. The plan is
     repeat-major (repeat 0 of every candidate, then repeat 1, ...), so that a run stopped early has
@@ -114,6 +131,8 @@ def build_study_plan(ctx: Context, candidates: list[Candidate], target: str, rep
                 split = r if last else 0
                 if last:  # repeat r: training seed seed + r on split r made with the protocol's seed
                     options = with_training_seed(options, protocol.seed + r)
+                else:
+                    options, split = _pretraining(ctx, st.dataset, target, options, r)
                 labels.append(f"{init}>{st.dataset}" if not labels else st.dataset)
                 parent = add_stage(plan, ctx, bb, init, parent, st.dataset, split, options,
                                    f"{cand.name}:{'>'.join(labels)}#{split}", cand.strategy or None)

@@ -16,6 +16,7 @@ from .compilation import wants_compile
 from .context import Context
 from .data import Target
 from .errors import UserError
+from .leakage import removed_ids
 from .strategy import Init
 
 
@@ -129,14 +130,17 @@ def _optimizer(params, lr: float, loop: str, device: torch.device):
 
 def stage_ids(ctx: Context, spec: StageSpec) -> tuple[list[str], list[str]]:
     """(training ids, epoch-selection ids) of a stage: the 80/20 parts in paper mode, the inner parts
-    of the 80 % in held-out mode; records the backbone could not featurise are left out."""
+    of the 80 % in held-out mode; records the backbone could not featurise, and those a decontaminated
+    pretraining stage leaves out, are not in them."""
     feats = ctx.features(spec.backbone, spec.dataset)
     split = ctx.split(spec.dataset, spec.split, spec.options)
     if spec.options["selection"] == "paper":
         train_ids, val_ids = split.train, split.test
     else:
         train_ids, val_ids = split.inner_train, split.inner_val
-    return [i for i in train_ids if i in feats], [i for i in val_ids if i in feats]
+    removed = removed_ids(ctx, spec.dataset, spec.options)  # a decontaminated pretraining stage
+    keep = [i for i in train_ids if i in feats and i not in removed]
+    return keep, [i for i in val_ids if i in feats and i not in removed]
 
 
 @dataclass
