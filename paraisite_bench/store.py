@@ -24,6 +24,15 @@ CREATE TABLE IF NOT EXISTS evals (
 );
 """
 
+#: Results of baselines (:mod:`paraisite_bench.baselines`), one row per (baseline, train, test, split) key;
+#: ``metrics``: JSON of {metric name: value}.
+BASELINE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS baselines (
+    key TEXT PRIMARY KEY, baseline TEXT NOT NULL, train TEXT NOT NULL, test TEXT NOT NULL,
+    split INTEGER NOT NULL, n_test INTEGER, metrics TEXT NOT NULL, finished TEXT
+);
+"""
+
 
 class Store:
     """Stage results and evaluations. Each write is its own transaction, so an interrupted run
@@ -45,6 +54,7 @@ class Store:
         self._set_wal(deadline=time.time() + 60)
         self._upgrade()
         self.db.executescript(SCHEMA)
+        self.db.executescript(BASELINE_SCHEMA)
 
     def _upgrade(self) -> None:
         """Stores written before evaluations named their metric held MAPE in a ``mape`` column."""
@@ -145,3 +155,21 @@ class Store:
                 self.db.execute("INSERT OR REPLACE INTO evals VALUES (?,?,?,?,?,?)",
                                 (key, r["test"], r["metric"], r["value"], r["n_test"], now))
             self.db.execute("UPDATE stages SET error=NULL WHERE key=? AND status='done'", (key,))
+
+    def save_baselines(self, results: list[dict]) -> None:
+        """Store baseline results (:func:`paraisite_bench.baselines.baseline_results`), in one transaction."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%S")
+        with self.db:
+            self.db.execute("BEGIN")
+            for r in results:
+                self.db.execute("INSERT OR REPLACE INTO baselines VALUES (?,?,?,?,?,?,?,?)",
+                                (r["key"], r["baseline"], r["train"], r["test"], int(r["split"]), r["n_test"],
+                                 json.dumps(r["metrics"], sort_keys=True), now))
+
+    def baselines(self) -> list[dict]:
+        """Every stored baseline result: ``{"key", "baseline", "train", "test", "split", "n_test", "metrics":
+        {metric name: value}, "finished"}``, by baseline, train, test and split."""
+        cols = ["key", "baseline", "train", "test", "split", "n_test", "metrics", "finished"]
+        rows = self.db.execute(f"SELECT {', '.join(cols)} FROM baselines "
+                               "ORDER BY baseline, train, test, split").fetchall()
+        return [dict(zip(cols, row), metrics=json.loads(row[6])) for row in rows]
