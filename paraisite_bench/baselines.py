@@ -72,14 +72,6 @@ def baseline_key(ctx: Context, name: str, train: str, test: str, r: int, options
     })
 
 
-def _scores(kind, pred, true) -> dict[str, float]:
-    scores = getattr(kind, "scores", None)
-    if scores is not None:
-        return scores(pred, true)
-    # until TargetKind.scores lands on main: the kind's own metric only
-    return {kind.metric_name: kind.metric(pred, true)}
-
-
 def _usable(records: list, needs: str) -> list:
     """A structure baseline gets only the records whose CIF parses (the others are skipped by every structure
     backbone too, and reported in skipped.csv by its featurisation)."""
@@ -110,7 +102,7 @@ def score_cell(ctx: Context, name: str, train: str, test: str, r: int, options: 
     kind = ctx.registry.dataset(test).target.kind
     name = _registered(ctx, name)
     return {"baseline": name, "train": train, "test": test, "split": r, "n_test": len(scored),
-            "metrics": _scores(kind, pred, [rec.value for rec in scored]),
+            "metrics": kind.scores(pred, [rec.value for rec in scored]),
             "key": baseline_key(ctx, name, train, test, r, options)}
 
 
@@ -119,7 +111,7 @@ def baseline_results(ctx: Context, cells: Iterable[tuple[str, str, int]],
                      failures: list[PluginFailure] | None = None) -> list[dict]:
     """Each of ``baselines`` (registered names) on each (train, test, split r) of ``cells`` whose datasets it
     can use, split with ``options_for(train)``: one dict per result, ``{"baseline", "train", "test", "split",
-    "n_test", "metrics": {metric name: value}, "key"}``.
+    "n_test", "metrics": {metric name: value} (the test dataset's ``TargetKind.scores``), "key"}``.
 
     A baseline that raises is a :class:`PluginFailure` (its first error, with the cell): raised when
     ``failures`` is None, else appended to it, and that baseline's other cells are not tried."""

@@ -220,7 +220,9 @@ class TableRun(Command):
 @click.option("--seed", type=int)
 @click.option("--selection", type=click.Choice(sorted(SELECTION_MODES), case_sensitive=False),
               help="paper: select the epoch on the 20 percent test part; heldout: on an inner part of "
-                   "the 80 percent.")
+                   "the 80 percent; last: no selection, the final epoch (paper runs report it too).")
+@click.option("--seeds", type=click.IntRange(1),
+              help="Training seeds per split (default 1): the report separates split from seed variance.")
 @click.option("--scaler-fit", type=click.Choice(["all", "train"], case_sensitive=False),
               help="Fit the label scaler on all records (original code) or on training records only.")
 @click.option("--cosine-tmax", type=click.IntRange(0),
@@ -261,14 +263,14 @@ class TableRun(Command):
 def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs, subsample, batch_size, lr,
         seed, selection, scaler_fit, cosine_tmax, head, out, data_dir, cache_dir, workers, threads,
         plugin_modules, progress, executor, address, device, early_stop, compile_=None, dataset_files=(),
-        baselines_=None):
+        seeds=None, baselines_=None):
     """Train and evaluate every backbone × strategy × train × test cell; resumable."""
     base = PRESETS[preset.lower()]
     protocol = protocol_with(
         base["protocol"], splits=splits, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
         selection=_lower(selection), scaler_fit=_lower(scaler_fit), cosine_tmax=cosine_tmax,
         subsample=_pairs(subsample, "--subsample"), stage_epochs=_pairs(stage_epochs, "--stage-epochs"),
-        early_stop=early_stop, head=_widths(head))
+        early_stop=early_stop, head=_widths(head), seeds=seeds)
     grid = TableRun(preset=preset.lower(), protocol=protocol,
                     backbones=_names(backbones) or base["backbones"],
                     strategies=_names(strategies) or base["strategies"],

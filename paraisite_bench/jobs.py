@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from .context import Context
 from .errors import UserError
-from .protocol import stable_hash
+from .protocol import stable_hash, with_training_seed
 from .strategy import Init
 from .train import StageSpec
 
@@ -22,6 +22,8 @@ class Cell:
     split: int
     stage_key: str
     chain: str
+    #: the training seed (the protocol's own unless ``--seeds K``)
+    seed: int = 0
 
 
 @dataclass
@@ -33,6 +35,8 @@ class Plan:
     #: (backbone, strategy) pairs that cannot run, with the reason; ("baseline", name, reason) for a
     #: baseline left out of some cells (:func:`paraisite_bench.baselines.plan_baselines`)
     skipped: list[tuple[str, str, str]] = field(default_factory=list)
+    #: test dataset -> the metrics its evaluations carry (its target kind's ``metric_names``)
+    metrics: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: baselines to compute on every (train, test, split) of ``cells`` (:mod:`paraisite_bench.baselines`)
     baselines: tuple[str, ...] = ()
 
@@ -82,11 +86,56 @@ def add_stage(plan: Plan, ctx: Context, bb, init: Init, parent: str | None, data
     return key
 
 
+def _skip_reason(bb, strategy) -> str | None:
+    """Why a strategy cannot run on a backbone (published weights it does not have), or None."""
+    for st in strategy.chain(""):
+        if st.init.kind == "weights":
+            try:
+                bb.resolve_source(st.init.source)
+            except UserError as exc:
+                return str(exc)
+    return None
+
+
+def training_seeds(protocol) -> list[int]:
+    """The training seeds of each split: the protocol's seed, then seed + 1, … (``--seeds K``)."""
+    return [protocol.seed + j for j in range(protocol.seeds)]
+
+
+def stage_options(protocol, dataset: str, seed: int) -> dict:
+    """A stage's options on ``dataset`` trained with ``seed`` (the protocol's own seed leaves them, and so the
+    stage's key, as they are; another seed keeps the splits, see :func:`with_training_seed`)."""
+    options = protocol.training_options(dataset)
+    return options if seed == protocol.seed else with_training_seed(options, seed)
+
+
+def _add_chain(plan: Plan, ctx: Context, bb, strategy, train: str, r: int, seed: int,
+               test: list[str]) -> None:
+    """The stages of one strategy's chain for target ``train``, split r and a training seed, and its cells."""
+    reg = ctx.registry
+    parent = None
+    labels = []
+    for st in strategy.chain(train):
+        ds = reg.dataset(st.dataset).name
+        init = resolved_init(bb, st.init)
+        labels.append(f"{init}>{ds}" if not labels else ds)
+        tag = f"#{r}" if seed == ctx.protocol.seed else f"#{r}s{seed}"
+        parent = add_stage(plan, ctx, bb, init, parent, ds, r, stage_options(ctx.protocol, ds, seed),
+                           f"{bb.name}:{'>'.join(labels)}{tag}", strategy.name)
+    plan.evals.setdefault(parent, [])
+    for te in test:
+        if input_mismatch(ctx, bb, [te]):
+            continue
+        if te not in plan.evals[parent]:
+            plan.evals[parent].append(te)
+            plan.metrics[te] = reg.dataset(te).target.kind.metric_names
+        plan.cells.append(Cell(bb.name, strategy.name, train, te, r, parent, ">".join(labels), seed))
+
+
 def build_plan(ctx: Context, backbones, strategies, train, test) -> Plan:
-    """Expand backbones × strategies × train × splits into stages; stages with the same key
+    """Expand backbones × strategies × train × splits × seeds into stages; stages with the same key
     (e.g. the AFLOW stage shared by every ``double`` job of a split) appear once."""
     reg = ctx.registry
-    protocol = ctx.protocol
     plan = Plan()
     train = [reg.dataset(t).name for t in train]
     test = [reg.dataset(t).name for t in test]
@@ -94,40 +143,19 @@ def build_plan(ctx: Context, backbones, strategies, train, test) -> Plan:
         bb = ctx.backbone(b)
         for s in strategies:
             strategy = reg.strategy(s)
-            chain_probe = strategy.chain(train[0] if train else "")
-            reason = None
-            for st in chain_probe:
-                if st.init.kind == "weights":
-                    try:
-                        bb.resolve_source(st.init.source)
-                    except UserError as exc:
-                        reason = str(exc)
+            reason = _skip_reason(bb, strategy)
             if reason:
                 plan.skipped.append((bb.name, strategy.name, reason))
                 continue
             for t in train:
                 if t in strategy.skip_targets:
                     continue
-                chain = strategy.chain(t)
-                mismatch = input_mismatch(ctx, bb, [st.dataset for st in chain])
+                mismatch = input_mismatch(ctx, bb, [st.dataset for st in strategy.chain(t)])
                 if mismatch:
                     if (bb.name, strategy.name, mismatch) not in plan.skipped:
                         plan.skipped.append((bb.name, strategy.name, mismatch))
                     continue
-                for r in range(protocol.splits):
-                    parent = None
-                    labels = []
-                    for st in chain:
-                        ds = reg.dataset(st.dataset).name
-                        init = resolved_init(bb, st.init)
-                        labels.append(f"{init}>{ds}" if not labels else ds)
-                        parent = add_stage(plan, ctx, bb, init, parent, ds, r, protocol.training_options(ds),
-                                           f"{bb.name}:{'>'.join(labels)}#{r}", strategy.name)
-                    plan.evals.setdefault(parent, [])
-                    for te in test:
-                        if input_mismatch(ctx, bb, [te]):
-                            continue
-                        if te not in plan.evals[parent]:
-                            plan.evals[parent].append(te)
-                        plan.cells.append(Cell(bb.name, strategy.name, t, te, r, parent, ">".join(labels)))
+                for r in range(ctx.protocol.splits):
+                    for seed in training_seeds(ctx.protocol):
+                        _add_chain(plan, ctx, bb, strategy, t, r, seed, test)
     return plan

@@ -14,7 +14,20 @@ import numpy as np
 SELECTION_MODES = {
     "paper": "epoch selected on the 20 % validation part, MAPE reported on that same part (as the paper)",
     "heldout": "epoch selected on an inner validation part of the training data; MAPE on the untouched 20 %",
+    "last": "no selection: the final epoch's weights, trained on the 80 % part like paper",
 }
+
+
+def training_regime(selection: str) -> str:
+    """How a stage trains for a selection mode: ``paper`` and ``last`` train the same model (the 80 % part,
+    the 20 % part watched) and keep both its best and its final weights, so both readings come from one
+    stage (its key says ``paper``); ``heldout`` trains on the inner part of the 80 %."""
+    return "heldout" if selection == "heldout" else "paper"
+
+
+def readings(regime: str) -> tuple[str, ...]:
+    """The selection modes a stage trained under ``regime`` is evaluated under."""
+    return ("heldout",) if regime == "heldout" else ("paper", "last")
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,8 @@ class Protocol:
     early_stop: int = 0
     #: Batch size for stages on a given dataset (e.g. (("expt_gap", 256),)); others use ``batch_size``.
     stage_batch_size: tuple[tuple[str, int], ...] = ()
+    #: Training seeds per split (``seed``, ``seed`` + 1, …): the report separates split from seed variance.
+    seeds: int = 1
 
     def epochs_for(self, dataset: str) -> int:
         return dict(self.stage_epochs).get(dataset, self.epochs)
@@ -57,7 +72,8 @@ class Protocol:
         """The options that determine a stage on ``dataset`` (used in its key)."""
         return {
             "epochs": self.epochs_for(dataset), "batch_size": self.batch_size_for(dataset), "lr": self.lr,
-            "seed": self.seed, "test_fraction": self.test_fraction, "selection": self.selection,
+            "seed": self.seed, "test_fraction": self.test_fraction,
+            "selection": training_regime(self.selection),
             "inner_val_fraction": self.inner_val_fraction, "scaler_fit": self.scaler_fit,
             "cosine_tmax": self.cosine_tmax, "head": list(self.head),
             # the training loop's numerics: a stage trained by a loop that rounds differently (another

@@ -21,20 +21,24 @@ from pathlib import Path
 
 from .errors import UserError
 from .reference import PAPER_BACKBONE, PAPER_TABLE1
+from .stats import mean_interval
 from .store import Store
 
 #: results.csv columns around the metric columns (``mape`` for κ; one column per metric of the run)
-RESULT_KEYS = ["backbone", "strategy", "train", "test", "split"]
-RESULT_DETAILS = ["n_test", "best_epoch", "selection", "chain", "weights_loaded", "stage_key"]
+RESULT_KEYS = ["backbone", "strategy", "train", "test", "split", "seed"]
+#: ``epoch``: the epoch whose weights were scored (the selected one, or the last for ``last``)
+RESULT_DETAILS = ["n_test", "epoch", "selection", "chain", "weights_loaded", "stage_key"]
 TABLE_KEYS = ["backbone", "strategy", "train", "test", "selection"]
-TABLE_DETAILS = ["n_splits", "paper_mean", "paper_std", "paper_source"]
+TABLE_DETAILS = ["n_splits", "n_seeds", "paper_mean", "paper_std", "paper_source"]
 CURVE_FIELDS = ["stage_key", "stage", "backbone", "init", "dataset", "split", "epoch", "train_mape",
                 "val_mape", "lr"]
 SKIPPED_FIELDS = ["dataset", "id", "problem", "hint"]
 #: failures.csv: every job that failed (its stage; ``init``: how the stage starts)
 FAILURE_FIELDS = ["label", "backbone", "init", "dataset", "split", "error"]
-#: The metric of the paper's Table I, first among the metric columns (a κ-only run has only this one).
+#: The metric of the paper's Table I, first among the metric columns.
 PAPER_METRIC = "mape"
+#: The order of metric columns: the headlines (MAPE for κ, MAE for other targets) first, then the others.
+METRIC_ORDER = ["mape", "mae", "mae_log", "spearman", "r2_log", "r2"]
 
 DATASET_ORDER = ["dataset1", "dataset2", "mix", "aflow"]
 STRATEGY_ORDER = ["scratch", "pretrained", "double"]
@@ -42,22 +46,36 @@ STRATEGY_ORDER = ["scratch", "pretrained", "double"]
 
 # ---- metrics of rows --------------------------------------------------------------------------
 
+def _is_metric_column(name: str, fixed: set) -> bool:
+    return name not in fixed and name != "metric" and not name.startswith("leak_")
+
+
+def metric_columns(row: dict) -> list[str]:
+    """The metric columns of a result row (those that hold a value), in :data:`METRIC_ORDER`."""
+    fixed = set(RESULT_KEYS) | set(RESULT_DETAILS)
+    found = [k for k, v in row.items() if _is_metric_column(k, fixed) and v not in (None, "")]
+    return sorted(found, key=_metric_rank)
+
+
+def _metric_rank(name: str) -> tuple:
+    return (METRIC_ORDER.index(name) if name in METRIC_ORDER else len(METRIC_ORDER), name)
+
+
 def metric_of(row: dict) -> str:
-    """The metric a result row holds: its ``metric`` key or, for a row read from a CSV, the one
-    metric column that has a value."""
+    """The headline metric of a result row: its ``metric`` key or, for a row read from a CSV, its first
+    metric column."""
     if row.get("metric"):
         return row["metric"]
-    fixed = set(RESULT_KEYS) | set(RESULT_DETAILS)
-    return next((k for k, v in row.items() if k not in fixed and v not in (None, "")), PAPER_METRIC)
+    return next(iter(metric_columns(row)), PAPER_METRIC)
 
 
 def metric_value(row: dict) -> float:
-    """The value of a result row's metric."""
+    """The value of a result row's headline metric."""
     return float(row[metric_of(row)])
 
 
 def table_mean(row: dict) -> float:
-    """Mean over splits of a Table I row, whatever its metric."""
+    """Mean over splits of a Table I row's headline metric."""
     return float(row[f"{row.get('metric', PAPER_METRIC)}_mean"])
 
 
@@ -66,25 +84,35 @@ def table_std(row: dict) -> float:
 
 
 def metrics_in(rows: list[dict]) -> list[str]:
-    """The metrics of ``rows``, the paper's first; the paper's alone when there is no row, so that an
-    empty or κ-only run keeps the columns it always had."""
+    """Every metric of ``rows`` in :data:`METRIC_ORDER`; the paper's alone when there is no row."""
+    found = {m for row in rows for m in metric_columns(row)} or {PAPER_METRIC}
+    return sorted(found, key=_metric_rank)
+
+
+def headline_metrics(rows: list[dict]) -> list[str]:
+    """The headline metrics of ``rows`` (``mape`` for κ, ``mae`` for other targets), the paper's first."""
     found = {metric_of(row) for row in rows} or {PAPER_METRIC}
-    return sorted(found, key=lambda m: (m != PAPER_METRIC, m))
+    return sorted(found, key=_metric_rank)
 
 
 def result_fields(rows: list[dict]) -> list[str]:
-    return RESULT_KEYS + metrics_in(rows) + RESULT_DETAILS
+    leak = sorted({k for row in rows for k in row if k.startswith("leak_")})
+    return RESULT_KEYS + metrics_in(rows) + RESULT_DETAILS + leak
 
 
 def table_fields(table: list[dict]) -> list[str]:
-    metrics = metrics_in(table)
-    return TABLE_KEYS + [f"{m}_{stat}" for m in metrics for stat in ("mean", "std")] + TABLE_DETAILS
+    metrics = metrics_in([{k[:-5]: 1 for k in row if k.endswith("_mean") and k != "paper_mean"}
+                          for row in table])
+    stats = [f"{m}_{stat}" for m in metrics for stat in ("mean", "std", "ci_low", "ci_high")]
+    leak = sorted({k for row in table for k in row if k.startswith("leak_")})
+    return TABLE_KEYS + stats + TABLE_DETAILS + leak
 
 
 # ---- rows from a store ------------------------------------------------------------------------
 
 def result_rows(cells: list[dict], store: Store) -> list[dict]:
-    """One row per planned cell whose stage is done and evaluated on the cell's test dataset."""
+    """One row per planned cell and selection mode whose stage is done and evaluated on the cell's test
+    dataset, with every metric of that evaluation."""
     rows = []
     stages: dict[str, tuple] = {}  # key -> (stage row, its evaluations, published tensors loaded)
     for c in cells:
@@ -94,18 +122,16 @@ def result_rows(cells: list[dict], store: Store) -> list[dict]:
             done = bool(st and st["status"] == "done")
             stages[key] = (st, store.evals(key) if done else {}, _weights_loaded(store, key) if done else "")
         st, evals, loaded = stages[key]
-        ev = evals.get(c["test"])
-        if ev is None:
-            continue
-        rows.append({
-            "backbone": c["backbone"], "strategy": c["strategy"], "train": c["train"], "test": c["test"],
-            "split": c["split"], ev["metric"]: ev["value"], "metric": ev["metric"], "n_test": ev["n_test"],
-            "best_epoch": st["best_epoch"], "selection": st["spec"]["options"]["selection"],
-            "chain": c["chain"], "weights_loaded": loaded, "stage_key": key,
-        })
+        for selection, ev in evals.get(c["test"], {}).items():
+            metrics = {m: (math.nan if v is None else v) for m, v in ev["metrics"].items()}
+            rows.append({
+                "backbone": c["backbone"], "strategy": c["strategy"], "train": c["train"], "test": c["test"],
+                "split": c["split"], "seed": c.get("seed", st["spec"]["options"]["seed"]), **metrics,
+                "metric": next(iter(metrics)), "n_test": ev["n_test"], "epoch": ev["epoch"],
+                "selection": selection, "chain": c["chain"], "weights_loaded": loaded, "stage_key": key,
+                **{k: v for k, v in c.items() if k.startswith("leak_")},
+            })
     return rows
-
-
 def _weights_loaded(store: Store, key: str) -> str:
     """How many published tensors the chain's first stage loaded (e.g. '106/108'), or ''."""
     while key:
@@ -119,26 +145,59 @@ def _weights_loaded(store: Store, key: str) -> str:
     return ""
 
 
-def aggregate(rows: list[dict]) -> list[dict]:
-    """Mean and sample std (ddof=1) over splits per backbone × strategy × train × test × selection."""
-    groups: dict[tuple, list[float]] = defaultdict(list)
-    metric: dict[tuple, str] = {}
+def _per_split(rows: list[dict], metric: str) -> list[float]:
+    """One value per split: the mean over the split's seeds (a cell trained with K seeds per split counts
+    each split once). NaN values (an undefined correlation) are left out."""
+    by_split: dict = defaultdict(list)
     for r in rows:
-        key = (r["backbone"], r["strategy"], r["train"], r["test"], r["selection"])
-        groups[key].append(metric_value(r))
-        metric[key] = metric_of(r)  # one test dataset, one metric
+        v = r.get(metric)
+        if v not in (None, "") and not math.isnan(float(v)):
+            by_split[int(r["split"])].append(float(v))
+    return [sum(v) / len(v) for _, v in sorted(by_split.items())]
+
+
+def _metric_stats(rows: list[dict], metric: str) -> dict:
+    """Mean, sample std (ddof=1) and the 95 % t interval of the mean over splits of one metric."""
+    vals = _per_split(rows, metric)
+    if not vals:
+        return {}
+    n = len(vals)
+    mean = sum(vals) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0
+    ci = mean_interval(vals)
+    return {f"{metric}_mean": round(mean, 6), f"{metric}_std": round(std, 6),
+            f"{metric}_ci_low": _round(ci.low), f"{metric}_ci_high": _round(ci.high)}
+
+
+def _round(v: float):
+    return "" if math.isnan(v) else round(v, 6)
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """Per backbone × strategy × train × test × selection: every metric's mean, sample std (ddof=1) and 95 %
+    interval over splits (seeds averaged within a split first), and the leakage counts' mean over splits."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["backbone"], r["strategy"], r["train"], r["test"], r["selection"])].append(r)
     out = []
-    for (b, s, tr, te, sel), vals in groups.items():
-        n = len(vals)
-        mean = sum(vals) / n
-        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0
-        m = metric[(b, s, tr, te, sel)]
+    for (b, s, tr, te, sel), members in groups.items():
+        m = metric_of(members[0])  # one test dataset, one headline metric
         paper = PAPER_TABLE1.get((s, tr, te)) if b == PAPER_BACKBONE and m == PAPER_METRIC else None
-        out.append({"backbone": b, "strategy": s, "train": tr, "test": te, "selection": sel, "metric": m,
-                    f"{m}_mean": round(mean, 6), f"{m}_std": round(std, 6), "n_splits": n,
-                    "paper_mean": paper[0] if paper else "", "paper_std": paper[1] if paper else "",
-                    "paper_source": paper[2] if paper else ""})
+        row = {"backbone": b, "strategy": s, "train": tr, "test": te, "selection": sel, "metric": m}
+        for metric in metrics_in(members):
+            row.update(_metric_stats(members, metric))
+        row.update(n_splits=len({int(r["split"]) for r in members}),
+                   n_seeds=len({str(r.get("seed", "")) for r in members}),
+                   paper_mean=paper[0] if paper else "", paper_std=paper[1] if paper else "",
+                   paper_source=paper[2] if paper else "", **_leak_means(members))
+        out.append(row)
     return out
+
+
+def _leak_means(rows: list[dict]) -> dict:
+    """Mean over a cell's rows of each leakage count (``leak_formula``, ``leak_structure``)."""
+    keys = sorted({k for r in rows for k in r if k.startswith("leak_") and r[k] not in (None, "")})
+    return {k: round(sum(float(r[k]) for r in rows) / len(rows), 2) for k in keys}
 
 
 def curve_rows(stage_keys, store: Store) -> list[dict]:
@@ -275,11 +334,12 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def _typed_result(row: dict) -> dict:
-    """A results.csv row with its numbers as numbers and its ``metric`` named."""
+    """A results.csv row with its numbers as numbers and its headline ``metric`` named."""
     row = dict(row)
     row["metric"] = metric_of(row)
-    row[row["metric"]] = float(row[row["metric"]])
-    for k in ("split", "n_test", "best_epoch"):
+    for m in metric_columns(row):
+        row[m] = float(row[m])
+    for k in ("split", "seed", "n_test", "epoch"):
         if row.get(k) not in (None, ""):
             row[k] = int(row[k])
     return row
@@ -357,7 +417,7 @@ def merge(loaded: list[LoadedRun]) -> ReportData:
     for run in loaded:
         data.runs.append(run.info)
         for r in run.rows:
-            first("row", (r["stage_key"], r["test"], r["strategy"], r["train"]), r, data.rows)
+            first("row", (r["stage_key"], r["test"], r["strategy"], r["train"], r["selection"]), r, data.rows)
         for c in run.curves:
             first("curve", (c["stage_key"], str(c["epoch"])), c, data.curves)
         for s in run.stages:

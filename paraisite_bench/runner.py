@@ -43,6 +43,14 @@ class RunOutcome:
     baselines: int = 0
 
 
+def evaluated(readings: dict, selection: str, metrics) -> bool:
+    """Whether a stage's stored evaluations on one test dataset (``Store.evals(key)[test]``) are complete:
+    its selected reading carries every metric the test's target kind has (a store written before a metric
+    existed is evaluated again from its checkpoints)."""
+    reading = readings.get(selection)
+    return bool(reading) and set(metrics) <= set(reading["metrics"])
+
+
 def plan_tasks(plan: Plan, store: Store) -> tuple[list[Task], int]:
     """The tasks still to do; finished stages (checkpoint present and intact) are reused."""
     tasks, reused = [], 0
@@ -52,7 +60,8 @@ def plan_tasks(plan: Plan, store: Store) -> tuple[list[Task], int]:
         done = bool(row and row["status"] == "done" and ckpt.exists()
                     and checkpoint_digest(ckpt) == row["checksum"])
         have = store.evals(key) if done else {}
-        tests = tuple(t for t in plan.evals.get(key, []) if t not in have)
+        tests = tuple(t for t in plan.evals.get(key, [])
+                      if not evaluated(have.get(t, {}), spec.options["selection"], plan.metrics.get(t, ())))
         if done:
             reused += 1
             if not tests:

@@ -18,11 +18,17 @@ CREATE TABLE IF NOT EXISTS stages (
     weights_info TEXT, curves TEXT, checkpoint TEXT, checksum TEXT,
     wall_s REAL, finished TEXT, error TEXT
 );
-CREATE TABLE IF NOT EXISTS evals (
-    stage_key TEXT NOT NULL, test TEXT NOT NULL, metric TEXT NOT NULL, value REAL, n_test INTEGER,
-    finished TEXT, PRIMARY KEY (stage_key, test)
-);
 """
+EVALS_TABLE = """
+CREATE TABLE IF NOT EXISTS evals (
+    stage_key TEXT NOT NULL, test TEXT NOT NULL, selection TEXT NOT NULL, metric TEXT NOT NULL, value REAL,
+    n_test INTEGER, epoch INTEGER, finished TEXT, PRIMARY KEY (stage_key, test, selection, metric)
+)"""
+
+
+def _real(value) -> float | None:
+    """A metric as SQLite keeps it: NaN (an undefined correlation) becomes NULL."""
+    return None if value is None or value != value else float(value)
 
 #: Results of baselines (:mod:`paraisite_bench.baselines`), one row per (baseline, train, test, split) key;
 #: ``metrics``: JSON of {metric name: value}.
@@ -55,15 +61,27 @@ class Store:
         self._upgrade()
         self.db.executescript(SCHEMA)
         self.db.executescript(BASELINE_SCHEMA)
+        self.db.execute(EVALS_TABLE)
 
     def _upgrade(self) -> None:
-        """Stores written before evaluations named their metric held MAPE in a ``mape`` column."""
+        """Older stores held one metric per (stage, test): MAPE in a ``mape`` column, later
+        ``(metric, value)``. Their evaluations are moved to the current table as the stage's selected
+        reading; the runner then evaluates the metrics and readings they lack from the checkpoints."""
         cols = [r[1] for r in self.db.execute("PRAGMA table_info(evals)")]
-        if "mape" in cols and "metric" not in cols:
-            with self.db:
-                self.db.execute("BEGIN")
-                self.db.execute("ALTER TABLE evals RENAME COLUMN mape TO value")
-                self.db.execute("ALTER TABLE evals ADD COLUMN metric TEXT NOT NULL DEFAULT 'mape'")
+        if not cols or "selection" in cols:
+            return
+        metric = "metric" if "metric" in cols else "'mape'"
+        value = "value" if "value" in cols else "mape"
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("ALTER TABLE evals RENAME TO evals_old")
+            self.db.execute(EVALS_TABLE)
+            self.db.execute(
+                f"INSERT INTO evals SELECT e.stage_key, e.test, "
+                f"COALESCE(json_extract(s.spec, '$.options.selection'), 'paper'), {metric}, {value}, "
+                f"e.n_test, s.best_epoch, e.finished "
+                f"FROM evals_old e LEFT JOIN stages s ON s.key = e.stage_key")
+            self.db.execute("DROP TABLE evals_old")
 
     def _set_wal(self, deadline: float) -> None:
         # Switching a new database to WAL takes an exclusive lock and SQLite's busy timeout does not
@@ -141,19 +159,27 @@ class Store:
                 self.db.execute("INSERT OR REPLACE INTO stages (key, spec, status, error, finished) "
                                 "VALUES (?,?,?,?,?)", (spec["key"], json.dumps(spec), "failed", error, now))
 
-    def evals(self, key: str) -> dict[str, dict]:
-        """test dataset -> {"metric": its metric's name, "value", "n_test"} of one stage."""
-        rows = self.db.execute("SELECT test, metric, value, n_test FROM evals WHERE stage_key=?",
-                               (key,)).fetchall()
-        return {t: {"metric": m, "value": v, "n_test": n} for t, m, v, n in rows}
+    def evals(self, key: str) -> dict[str, dict[str, dict]]:
+        """test dataset -> selection mode -> {"metrics": {name: value}, "n_test", "epoch"} of one stage."""
+        rows = self.db.execute("SELECT test, selection, metric, value, n_test, epoch FROM evals "
+                               "WHERE stage_key=? ORDER BY rowid", (key,)).fetchall()
+        out: dict[str, dict[str, dict]] = {}
+        for test, selection, metric, value, n_test, epoch in rows:
+            reading = out.setdefault(test, {}).setdefault(
+                selection, {"metrics": {}, "n_test": n_test, "epoch": epoch})
+            reading["metrics"][metric] = value
+        return out
 
     def save_evals(self, key: str, results: list[dict]) -> None:
+        """Store evaluations ``{"test", "selection", "metrics": {name: value}, "n_test", "epoch"}``."""
         now = time.strftime("%Y-%m-%dT%H:%M:%S")
         with self.db:
             self.db.execute("BEGIN")
             for r in results:
-                self.db.execute("INSERT OR REPLACE INTO evals VALUES (?,?,?,?,?,?)",
-                                (key, r["test"], r["metric"], r["value"], r["n_test"], now))
+                for metric, value in r["metrics"].items():
+                    self.db.execute("INSERT OR REPLACE INTO evals VALUES (?,?,?,?,?,?,?,?)",
+                                    (key, r["test"], r["selection"], metric, _real(value), r["n_test"],
+                                     r.get("epoch"), now))
             self.db.execute("UPDATE stages SET error=NULL WHERE key=? AND status='done'", (key,))
 
     def save_baselines(self, results: list[dict]) -> None:
@@ -164,11 +190,12 @@ class Store:
             for r in results:
                 self.db.execute("INSERT OR REPLACE INTO baselines VALUES (?,?,?,?,?,?,?,?)",
                                 (r["key"], r["baseline"], r["train"], r["test"], int(r["split"]), r["n_test"],
-                                 json.dumps(r["metrics"], sort_keys=True), now))
+                                 json.dumps({m: _real(v) for m, v in r["metrics"].items()}), now))
 
     def baselines(self) -> list[dict]:
         """Every stored baseline result: ``{"key", "baseline", "train", "test", "split", "n_test", "metrics":
-        {metric name: value}, "finished"}``, by baseline, train, test and split."""
+        {metric name: value, None where undefined (the Spearman correlation of a constant)}, "finished"}``,
+        by baseline, train, test and split."""
         cols = ["key", "baseline", "train", "test", "split", "n_test", "metrics", "finished"]
         rows = self.db.execute(f"SELECT {', '.join(cols)} FROM baselines "
                                "ORDER BY baseline, train, test, split").fetchall()

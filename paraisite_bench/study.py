@@ -118,7 +118,9 @@ def build_study_plan(ctx: Context, candidates: list[Candidate], target: str, rep
                 parent = add_stage(plan, ctx, bb, init, parent, st.dataset, split, options,
                                    f"{cand.name}:{'>'.join(labels)}#{split}", cand.strategy or None)
             plan.evals.setdefault(parent, [target])
-            plan.cells.append(Cell(bb.name, cand.name, target, target, r, parent, ">".join(labels)))
+            plan.metrics[target] = ctx.registry.dataset(target).target.kind.metric_names
+            plan.cells.append(Cell(bb.name, cand.name, target, target, r, parent, ">".join(labels),
+                                   protocol.seed + r))
     return plan
 
 
@@ -197,12 +199,12 @@ def collect(plan: Plan, store, ctx: Context) -> list[dict]:
     """One row per candidate × repeat from the store."""
     rows = []
     for cell in plan.cells:
-        ev = store.evals(cell.stage_key).get(cell.test)
+        ev = store.evals(cell.stage_key).get(cell.test, {}).get(ctx.protocol.selection)
         st = store.stage(cell.stage_key)
         spec = plan.stages[cell.stage_key]
         rows.append({"candidate": cell.strategy, "backbone": cell.backbone, "repeat": cell.split,
                      "split": spec.split, "seed": spec.options["seed"], "dataset": cell.test,
-                     "mape": ev["value"] if ev else None, "n_test": ev["n_test"] if ev else None,
+                     "mape": ev["metrics"]["mape"] if ev else None, "n_test": ev["n_test"] if ev else None,
                      "best_epoch": st["best_epoch"] if st and st["status"] == "done" else None,
                      "wall_s": st["wall_s"] if st and st["status"] == "done" else None,
                      "chain": cell.chain})

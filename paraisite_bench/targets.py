@@ -6,7 +6,8 @@ A :class:`TargetKind` owns three things that must agree with each other:
 - its transform, fitted on a dataset's values (``kind.fit(values)``) and rebuilt from a checkpoint's
   parameters (``kind.transform(params)``); the model predicts the transformed value;
 - its training loss (torch), from the model's raw outputs and the values in the target's units;
-- its metric (numpy) in the target's units, with the metric's name (the ``metric`` of an evaluation).
+- its headline metric (numpy) in the target's units, with the metric's name (the ``metric`` of an
+  evaluation), and the further metrics every evaluation also carries (:meth:`TargetKind.scores`).
 
 Two kinds are built in: :data:`KAPPA_KIND` (the paper's lattice thermal conductivity) and
 :data:`REGRESSION_KIND` (any other real-valued target, e.g. a band gap). A checkpoint names its kind;
@@ -103,6 +104,49 @@ def mae(pred, true) -> float:
     return float(np.mean(np.abs(np.asarray(pred, dtype=np.float64) - np.asarray(true, dtype=np.float64))))
 
 
+#: Predictions below this κ (W/(m K)) are clipped before taking log10: the κ transform's inverse can return
+#: values ≤ 0 for a model that extrapolates far below the data (the smallest κ in our data is ~0.1).
+LOG_FLOOR = 1e-3
+
+
+def _log10(values) -> np.ndarray:
+    return np.log10(np.maximum(np.asarray(values, dtype=np.float64), LOG_FLOOR))
+
+
+def mae_log(pred, true) -> float:
+    """MAE of log10 κ: the error in decades, which weighs a factor of 2 the same at 0.3 and at 300 W/(m K)."""
+    return mae(_log10(pred), _log10(true))
+
+
+def spearman(pred, true) -> float:
+    """Spearman rank correlation (what a screening for low κ depends on); NaN when it is undefined (fewer
+    than 3 values, or constant predictions such as a constant baseline's)."""
+    from scipy.stats import spearmanr  # scipy only where a metric needs it
+
+    pred = np.asarray(pred, dtype=np.float64)
+    true = np.asarray(true, dtype=np.float64)
+    if len(pred) < 3 or np.ptp(pred) == 0 or np.ptp(true) == 0:
+        return float("nan")
+    return float(spearmanr(pred, true).statistic)
+
+
+def r2(pred, true) -> float:
+    """Coefficient of determination 1 − SS_res/SS_tot (NaN when the true values are constant)."""
+    pred = np.asarray(pred, dtype=np.float64)
+    true = np.asarray(true, dtype=np.float64)
+    ss_tot = float(np.sum((true - true.mean()) ** 2))
+    return 1.0 - float(np.sum((true - pred) ** 2)) / ss_tot if ss_tot > 0 else float("nan")
+
+
+def r2_log(pred, true) -> float:
+    """R² on log10 κ."""
+    return r2(_log10(pred), _log10(true))
+
+
+#: Metrics where a larger value is better (for the others, errors, smaller is better).
+HIGHER_IS_BETTER = frozenset({"spearman", "r2", "r2_log"})
+
+
 # ---- losses (torch, on one training batch) ----------------------------------------------------
 
 def mape_loss(raw: torch.Tensor, values: torch.Tensor, transform) -> torch.Tensor:
@@ -130,6 +174,19 @@ class TargetKind:
     metric: Callable[[object, object], float]
     #: The metric's name, as evaluations and result columns carry it.
     metric_name: str
+    #: Further metrics every evaluation carries, ``(name, metric)``, after the headline one.
+    more_metrics: tuple[tuple[str, Callable[[object, object], float]], ...] = ()
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """Every metric an evaluation of this kind carries, the headline first."""
+        return (self.metric_name, *(name for name, _ in self.more_metrics))
+
+    def scores(self, pred, true) -> dict[str, float]:
+        """Every metric of this kind for predictions ``pred`` of values ``true`` (both in the target's
+        units), the headline first."""
+        return {self.metric_name: self.metric(pred, true),
+                **{name: fn(pred, true) for name, fn in self.more_metrics}}
 
     def fit(self, values):
         """The transform fitted on ``values`` (in the target's units)."""
@@ -141,9 +198,11 @@ class TargetKind:
 
 
 #: Lattice thermal conductivity: log10(κ + 1) standardised, trained and scored by MAPE on κ.
-KAPPA_KIND = TargetKind("kappa", LogStandardTransform, mape_loss, mape, "mape")
+KAPPA_KIND = TargetKind("kappa", LogStandardTransform, mape_loss, mape, "mape",
+                        (("mae_log", mae_log), ("spearman", spearman), ("r2_log", r2_log)))
 #: Any other real-valued target: standardised, trained by L1 on the standardised value, scored by MAE.
-REGRESSION_KIND = TargetKind("regression", StandardTransform, standardised_l1_loss, mae, "mae")
+REGRESSION_KIND = TargetKind("regression", StandardTransform, standardised_l1_loss, mae, "mae",
+                             (("spearman", spearman), ("r2", r2)))
 
 KINDS: dict[str, TargetKind] = {k.name: k for k in (KAPPA_KIND, REGRESSION_KIND)}
 

@@ -243,6 +243,13 @@ class EpochLoopResult:
     best_state: dict | None
     curves: list[dict]
     stopped: int | None
+    #: the weights and epoch at the end of training (the ``last`` selection mode reads them)
+    last_state: dict | None = None
+    last_epoch: int = 0
+
+
+def _state_copy(model) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def _epoch_loop(model, bb, optimizer, scheduler, make_batch, predict_val, data: StageData, opts: dict,
@@ -262,7 +269,8 @@ def _epoch_loop(model, bb, optimizer, scheduler, make_batch, predict_val, data: 
         out.curves.append({"epoch": epoch, "train_mape": train_loss, "val_mape": val, "lr": lr})
         if val < out.best_val:
             out.best_val, out.best_epoch = val, epoch
-            out.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            out.best_state = _state_copy(model)
+        out.last_epoch = epoch
         if on_epoch:
             on_epoch(epoch, epochs)
         if patience and epoch - out.best_epoch >= patience and epoch < epochs:
@@ -271,6 +279,7 @@ def _epoch_loop(model, bb, optimizer, scheduler, make_batch, predict_val, data: 
                 for skipped in range(epoch + 1, epochs + 1):
                     on_epoch(skipped, epochs)
             break
+    out.last_state = _state_copy(model)
     return out
 
 
@@ -305,8 +314,12 @@ def train_stage(ctx: Context, spec: StageSpec, parent_ckpt: dict | None,
     finally:
         if flush:
             torch.set_flush_denormal(False)
+    # the paper regime keeps the final weights too: the `last` selection mode reads them from the same stage
+    last = ({"last_model": result.last_state, "last_epoch": result.last_epoch}
+            if opts["selection"] == "paper" else {})
     payload = checkpoint_payload(result.best_state, bb, tuple(opts["head"]), data.target.name,
-                                 data.target.kind, data.transform, key=spec.key, best_epoch=result.best_epoch)
+                                 data.target.kind, data.transform, key=spec.key, best_epoch=result.best_epoch,
+                                 **last)
     summary = {"best_epoch": result.best_epoch, "best_val": result.best_val, "n_train": len(data.train_ids),
                "n_val": len(data.val_ids), "weights_info": info, "curves": result.curves,
                "wall_s": time.time() - t0}
@@ -315,25 +328,37 @@ def train_stage(ctx: Context, spec: StageSpec, parent_ckpt: dict | None,
     return payload, summary
 
 
+def _readings(spec: StageSpec, ckpt: dict) -> list[tuple[str, dict, int | None]]:
+    """(selection mode, weights, epoch) of each reading of a trained stage: its selected weights, and its
+    final ones when the checkpoint keeps them (see :func:`paraisite_bench.protocol.readings`)."""
+    out = [(spec.options["selection"], ckpt["model"], ckpt.get("best_epoch"))]
+    if "last_model" in ckpt:
+        out.append(("last", ckpt["last_model"], ckpt.get("last_epoch")))
+    return out
+
+
 def evaluate(ctx: Context, spec: StageSpec, ckpt: dict, test_datasets, *, loop: str = "fast",
              device: str | torch.device = "cpu") -> list[dict]:
-    """The metric of each test dataset's target kind (MAPE for κ) for a trained stage on split r's 20 %
-    part of each test dataset; the model is rebuilt from the checkpoint once for all of them."""
+    """Every metric of each test dataset's target kind (MAPE first for κ) for a trained stage on split r's
+    20 % part of each test dataset, under each reading of the stage (``paper`` and ``last``, or
+    ``heldout``); the model is rebuilt from the checkpoint once."""
     restored = model_from_checkpoint(ctx, ckpt)
     bb = restored.backbone
     device = torch.device(device)
     model = restored.model.to(device)
-    model.eval()
     results = []
-    for test_dataset in test_datasets:
-        feats = ctx.features(bb.name, test_dataset)
-        records = ctx.dataset(test_dataset).records
-        kind = ctx.registry.dataset(test_dataset).target.kind
-        ids = [i for i in ctx.split(test_dataset, spec.split, spec.options).test if i in feats]
-        test_feats = [feats[i] for i in ids]
-        raw = (_predict_fast(model, bb, test_feats, device) if loop == "fast"
-               else _predict(model, bb, test_feats, device=device))
-        pred = restored.transform.inverse(raw.numpy())
-        results.append({"test": test_dataset, "metric": kind.metric_name,
-                        "value": kind.metric(pred, [records[i].value for i in ids]), "n_test": len(ids)})
+    for selection, state, epoch in _readings(spec, ckpt):
+        model.load_state_dict(state, strict=True)
+        model.eval()
+        for test_dataset in test_datasets:
+            feats = ctx.features(bb.name, test_dataset)
+            records = ctx.dataset(test_dataset).records
+            kind = ctx.registry.dataset(test_dataset).target.kind
+            ids = [i for i in ctx.split(test_dataset, spec.split, spec.options).test if i in feats]
+            test_feats = [feats[i] for i in ids]
+            raw = (_predict_fast(model, bb, test_feats, device) if loop == "fast"
+                   else _predict(model, bb, test_feats, device=device))
+            pred = restored.transform.inverse(raw.numpy())
+            results.append({"test": test_dataset, "selection": selection, "epoch": epoch, "n_test": len(ids),
+                            "metrics": kind.scores(pred, [records[i].value for i in ids])})
     return results

@@ -93,7 +93,8 @@ def test_the_register_report_sections_example_runs(kappa_run, tmp_path, monkeypa
 def test_built_in_sections_come_through_the_hook():
     reg = load_registry()
     names = [s.name for s in ordered_sections(reg)]
-    assert names == ["notes", "table1", "backbones", "curves", "splits", "stability", "provenance"]
+    assert names == ["notes", "table1", "paper-notes", "paired", "backbones", "curves", "splits", "stability",
+                     "provenance"]
     assert {reg.providers[("section", n)] for n in names} == {"report"}
     assert reg.sections["stability"].plugin == "report"
 

@@ -36,10 +36,14 @@ def grid(tmp_path_factory, data_dir, cache_dir):
 
 def test_outputs_cover_every_cell(grid):
     rows = _csv(grid / "results.csv")
-    # scratch and pretrained: 2 train × 2 test × 2 splits; double: Dataset1 only (not AFLOW) × 2 × 2
-    assert len(rows) == 8 + 8 + 4
-    assert {r["selection"] for r in rows} == {"paper"}
-    assert all(1 <= int(r["best_epoch"]) <= 2 and int(r["n_test"]) > 0 for r in rows)
+    # scratch and pretrained: 2 train × 2 test × 2 splits; double: Dataset1 only (not AFLOW) × 2 × 2;
+    # each read twice: at the selected epoch (paper) and at the last one
+    assert len(rows) == 2 * (8 + 8 + 4)
+    assert sorted(r["selection"] for r in rows) == ["last"] * 20 + ["paper"] * 20
+    assert all(1 <= int(r["epoch"]) <= 2 and int(r["n_test"]) > 0 for r in rows)
+    assert {int(r["epoch"]) for r in rows if r["selection"] == "last"} == {2}
+    metrics = ("mape", "mae_log", "spearman", "r2_log")
+    assert all(r[m] != "" for r in rows for m in metrics)
     assert {r["weights_loaded"] for r in rows if r["strategy"] != "scratch"} == {"106/106"}
     assert {r["weights_loaded"] for r in rows if r["strategy"] == "scratch"} == {""}
     for name in ("table1.csv", "curves.csv", "report.html", "store.sqlite", "run.json"):
@@ -47,17 +51,24 @@ def test_outputs_cover_every_cell(grid):
 
 
 def test_table1_is_mean_and_std_of_results(grid):
+    from scipy import stats
+
     groups = defaultdict(list)
     for r in _csv(grid / "results.csv"):
-        groups[(r["strategy"], r["train"], r["test"])].append(float(r["mape"]))
+        for m in ("mape", "mae_log", "spearman", "r2_log"):
+            groups[(r["strategy"], r["train"], r["test"], r["selection"], m)].append(float(r[m]))
     table = _csv(grid / "table1.csv")
-    assert len(table) == len(groups) == 10
+    assert len(table) == len(groups) / 4 == 20
     for t in table:
-        vals = groups[(t["strategy"], t["train"], t["test"])]
-        assert float(t["mape_mean"]) == pytest.approx(np.mean(vals), abs=1e-6)
-        assert float(t["mape_std"]) == pytest.approx(np.std(vals, ddof=1), abs=1e-6)
+        for m in ("mape", "mae_log", "spearman", "r2_log"):
+            vals = groups[(t["strategy"], t["train"], t["test"], t["selection"], m)]
+            assert float(t[f"{m}_mean"]) == pytest.approx(np.mean(vals), abs=1e-6)
+            assert float(t[f"{m}_std"]) == pytest.approx(np.std(vals, ddof=1), abs=1e-6)
+            low, high = stats.t.interval(0.95, len(vals) - 1, loc=np.mean(vals), scale=stats.sem(vals))
+            assert (float(t[f"{m}_ci_low"]), float(t[f"{m}_ci_high"])) == pytest.approx((low, high), abs=1e-6)
         assert int(t["n_splits"]) == 2
-    paper = {(t["strategy"], t["train"], t["test"]): t["paper_mean"] for t in table}
+    paper = {(t["strategy"], t["train"], t["test"]): t["paper_mean"]
+             for t in table if t["selection"] == "paper"}
     assert paper[("double", "dataset1", "dataset1")] == "0.34"
 
 
@@ -69,8 +80,10 @@ def test_selected_epoch_is_the_best_validation_epoch(grid):
     for r in _csv(grid / "results.csv"):
         if r["train"] == r["test"]:
             curve = curves[r["stage_key"]]
-            assert float(r["mape"]) == pytest.approx(min(curve.values()), rel=1e-5)
-            assert curve[int(r["best_epoch"])] == min(curve.values())
+            # paper: the minimum of the validation curve; last: its final value
+            expected = min(curve.values()) if r["selection"] == "paper" else curve[max(curve)]
+            assert float(r["mape"]) == pytest.approx(expected, rel=1e-5)
+            assert curve[int(r["epoch"])] == expected
 
 
 def test_the_aflow_stage_is_trained_once_and_shared(grid):
@@ -105,8 +118,8 @@ def test_rerun_skips_finished_jobs_and_gives_the_same_table(grid, cli):
 def test_report_command_rebuilds_outputs_without_training(grid, cli):
     (grid / "table1.csv").unlink()
     code, out, _ = cli("report", str(grid))
-    assert code == 0 and "20 results" in out
-    assert len(_csv(grid / "table1.csv")) == 10
+    assert code == 0 and "40 results" in out
+    assert len(_csv(grid / "table1.csv")) == 20
     html = (grid / "report.html").read_text()
     assert 'data-strategy="double" data-train="dataset1" data-test="dataset1"' in html
     assert "loaded no published weights" in html

@@ -4,9 +4,9 @@
 9 random 80/20 splits, as fractions (0.34 = 34 %). Six cells the paper's table leaves empty come from the
 authors' repository README; their ``source`` column says so.
 
-Caveats shown next to these numbers in every report: the original code loaded no published weights in
-Step 2 (a key-prefix mismatch under ``strict=False``), so its "pretrained" rows are a second from-scratch
-run; and its label scaler was fitted on the whole dataset, validation labels included.
+How each of these numbers was produced in the authors' code, and so which of them can be held against ours,
+is in :mod:`paraisite_bench.reference.annotations` (``notes_for``, ``like_for_like``; the audit behind it:
+``docs/paper-audit.md``).
 """
 
 from __future__ import annotations
