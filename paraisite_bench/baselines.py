@@ -73,12 +73,14 @@ def baseline_key(ctx: Context, name: str, train: str, test: str, r: int, options
 
 
 def _usable(records: list, needs: str) -> list:
-    """A structure baseline gets only the records whose CIF parses (the others are skipped by every structure
-    backbone too, and reported in skipped.csv by its featurisation)."""
-    if needs != "structure":
-        return records
+    """The records a baseline can read: a composition baseline those with a formula (or, lacking one, a CIF
+    that parses), a structure baseline those whose CIF parses (the others are skipped by every backbone of
+    that kind too, and reported in skipped.csv by its featurisation)."""
     out = []
     for rec in records:
+        if needs == "composition" and rec.formula:
+            out.append(rec)
+            continue
         try:
             rec.structure
         except RecordError:
