@@ -72,14 +72,25 @@ def baseline_key(ctx: Context, name: str, train: str, test: str, r: int, options
     })
 
 
+def _formula_parses(formula: str) -> bool:
+    from pymatgen.core import Composition  # ~1 s to import: only once a baseline runs
+
+    try:
+        comp = Composition(formula)
+        return len(comp) > 0 and comp.valid  # valid: no dummy species ("Xq2" parses as one)
+    except Exception:  # pymatgen raises many kinds of errors on a malformed formula
+        return False
+
+
 def _usable(records: list, needs: str) -> list:
-    """The records a baseline can read: a composition baseline those with a formula (or, lacking one, a CIF
-    that parses), a structure baseline those whose CIF parses (the others are skipped by every backbone of
-    that kind too, and reported in skipped.csv by its featurisation)."""
+    """The records a baseline can read: a composition baseline those whose formula parses (or, lacking one,
+    whose CIF parses), a structure baseline those whose CIF parses (the others are skipped by every backbone
+    of that kind too, and reported in skipped.csv by its featurisation)."""
     out = []
     for rec in records:
         if needs == "composition" and rec.formula:
-            out.append(rec)
+            if _formula_parses(rec.formula):
+                out.append(rec)
             continue
         try:
             rec.structure

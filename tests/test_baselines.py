@@ -195,3 +195,28 @@ def test_a_broken_baseline_plugin_is_listed_and_the_others_load(cli):
     assert re.search(r"^  nearest-structure +\[baselines\] structure input\. ", out, re.M)
     assert ("broken plugins:\n  broken_baseline_plugin_for_tests: register_baselines: ImportError: needs a "
             "baseline library that is not installed") in out
+
+
+def test_records_a_baseline_cannot_read_are_left_out_not_a_failure(data_dir, tmp_path, monkeypatch):
+    import gzip
+
+    import plugins_for_tests
+
+    with gzip.open(data_dir / "ltc" / "dataset1.json.gz", "rt") as fh:
+        good = json.load(fh)["records"][:30]
+    bad = [{"id": "no-element", "formula": "Xq2", "kappa": 3.0},
+           {"id": "broken-cif", "formula": "", "kappa": 4.0, "cif": "data_x\n_cell_length_a 1\n"},
+           {"id": "formula-only", "formula": "NaCl", "kappa": 5.0}]
+    path = tmp_path / "user.json"
+    path.write_text(json.dumps({"name": "userfile", "records": good + bad}))
+    monkeypatch.setenv("PB_TEST_DATASET", str(path))
+    own = Context(load_registry([plugins_for_tests]), data_dir, Protocol(test_fraction=0.5))
+    test_ids = own.split("userfile", 0, _options(own)("userfile")).test
+    failures: list[PluginFailure] = []
+    res = baseline_results(own, [("userfile", "userfile", 0)], _options(own), ["knn", "nearest-structure"],
+                           failures)
+    assert failures == []
+    n = {r["baseline"]: r["n_test"] for r in res}
+    good_ids = {r["id"] for r in good}
+    assert n == {"knn": len([i for i in test_ids if i in good_ids | {"formula-only"}]),
+                 "nearest-structure": len([i for i in test_ids if i in good_ids])}
