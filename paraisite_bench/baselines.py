@@ -11,7 +11,7 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 
 from .context import Context
-from .errors import PluginFailure, RecordError
+from .errors import PluginFailure, RecordError, UserError
 from .jobs import Plan, composition_only
 from .protocol import SplitOptions, stable_hash
 from .store import Store
@@ -138,6 +138,8 @@ def baseline_results(ctx: Context, cells: Iterable[tuple[str, str, int]],
                 continue
             try:
                 out.append(score_cell(ctx, name, train, test, r, options_for(train)))
+            except UserError:  # a dataset that does not load: the user's to fix, not the baseline's bug
+                raise
             except Exception as exc:
                 plugin = ctx.registry.providers.get(("baseline", name), name)
                 msg = str(exc).strip().splitlines()
@@ -165,7 +167,7 @@ def planned_baselines(ctx: Context, plan: Plan) -> list[tuple[str, tuple[str, st
 
 def run_baselines(ctx: Context, plan: Plan, store: Store, log=None) -> tuple[int, list[PluginFailure]]:
     """Compute and store the plan's baselines the store does not have yet. Returns how many results were
-    computed and the failed baseline plugins (each once; logged with its traceback)."""
+    computed and the failures (one per failed baseline, naming its plugin; logged with its traceback)."""
     if not plan.baselines:
         return 0, []
     _cells, options_for = plan_cells(plan)
