@@ -27,7 +27,8 @@ from markupsafe import Markup
 
 from .protocol import SELECTION_MODES
 from .reference import PAPER_CAVEATS, PAPER_CITATION, PAPER_TABLE1, PAPER_URL, README_SOURCE, STRATEGY_STEP
-from .results import PAPER_METRIC, ReportData, metric_value, table_mean, table_std
+from .reference.annotations import PAPER_NOTES, like_for_like, notes_for
+from .results import BASELINE, PAPER_METRIC, ReportData, metric_value, table_mean, table_std
 
 #: The heat scale: logarithmic from HEAT_RANGE[0] (green) to HEAT_RANGE[1] (red), matplotlib's RdYlGn_r
 #: lightened towards white so that the numbers stay readable.
@@ -58,13 +59,42 @@ def row_heat(table_row: dict) -> str:
     return heat(table_mean(table_row))
 
 
-def compare(mean: float | None, paper: tuple | None) -> dict:
+def compare(mean: float | None, paper: tuple | None, like: bool = True) -> dict:
     """Our mean against the paper's (mean, std, source): the difference, and whether ours lies outside
-    the paper's mean ± std."""
+    the paper's mean ± std — flagged only where the comparison is ``like`` for like
+    (:func:`paraisite_bench.reference.annotations.like_for_like`)."""
     if mean is None or not paper:
         return {"delta": None, "outside": False}
     delta = mean - paper[0]
-    return {"delta": delta, "outside": abs(delta) > paper[1] + 1e-12}
+    return {"delta": delta, "outside": like and abs(delta) > paper[1] + 1e-12}
+
+
+def paper_cell(s: str, tr: str, te: str) -> dict:
+    """The paper's number for a cell, the notes on how it was produced, and whether it is like for like."""
+    return {"paper": PAPER_TABLE1.get((s, tr, te)), "like": like_for_like(s, tr, te),
+            "notes": [PAPER_NOTES[n] for n in notes_for(s, tr, te)]}
+
+
+def _grid_cell(cells: dict, planned: dict, backbone: str, s: str, tr: str, te: str) -> dict:
+    """One Table I cell: our aggregate (or None), its completeness, the paper's number and notes."""
+    ours = cells.get((s, tr, te))
+    ref = paper_cell(s, tr, te)
+    n_planned = planned.get((backbone, s, tr, te), 0)
+    n_done = int(ours["n_splits"]) if ours else 0
+    status = ("done" if ours and n_done >= n_planned else "partial" if ours
+              else "pending" if n_planned else "not run")
+    return {"test": te, "ours": ours, "n_planned": n_planned, "n_done": n_done, "status": status,
+            "leak": leak_of(ours), **ref,
+            **compare(table_mean(ours) if ours else None, ref["paper"], ref["like"])}
+
+
+def leak_of(row: dict | None) -> dict | None:
+    """A Table I row's leakage (mean over splits of the test records whose formula / structure a stage of
+    the chain trained on), or None when it has none or was not audited."""
+    if not row:
+        return None
+    formula, structure = (float(row.get(k) or 0) for k in ("leak_formula", "leak_structure"))
+    return {"formula": formula, "structure": structure} if formula or structure else None
 
 
 def table_grids(data: ReportData) -> list[dict]:
@@ -80,31 +110,35 @@ def table_grids(data: ReportData) -> list[dict]:
             strategies = [s for s in data.strategies
                           if any(k[0] == s for k in cells) or any(k[:2] == (backbone, s) for k in planned)]
             tests = data.tests
-            blocks = []
-            for s in strategies:
-                block_rows = []
-                for tr in data.trains:
-                    line = []
-                    for te in tests:
-                        ours = cells.get((s, tr, te))
-                        paper = PAPER_TABLE1.get((s, tr, te))
-                        n_planned = planned.get((backbone, s, tr, te), 0)
-                        n_done = int(ours["n_splits"]) if ours else 0
-                        status = ("done" if ours and n_done >= n_planned else "partial" if ours
-                                  else "pending" if n_planned else "not run")
-                        line.append({"test": te, "ours": ours, "paper": paper, "n_planned": n_planned,
-                                     "n_done": n_done, "status": status,
-                                     **compare(table_mean(ours) if ours else None, paper)})
-                    if any(c["ours"] or c["n_planned"] for c in line):
-                        block_rows.append({"train": tr, "cells": line})
-                if block_rows:
-                    blocks.append({"strategy": s, "step": STRATEGY_STEP.get(s, ""), "rows": block_rows,
-                                   "description": _strategy_description(data, s),
-                                   "caveat": PAPER_CAVEATS.get(s, "")})
+            blocks = [_block(data, cells, planned, backbone, s) for s in strategies]
             grids.append({"backbone": backbone, "selection": selection,
                           "selection_text": SELECTION_MODES.get(selection, ""), "tests": tests,
-                          "blocks": blocks})
+                          "blocks": [b for b in blocks if b["rows"]],
+                          "baselines": _baseline_blocks(data, selection)})
     return grids
+
+
+def _block(data: ReportData, cells: dict, planned: dict, backbone: str, s: str,
+           baseline: bool = False) -> dict:
+    """One strategy's (or baseline's) train rows × test columns of a Table I grid."""
+    rows = []
+    for tr in data.trains:
+        line = [_grid_cell(cells, planned, backbone, s, tr, te) for te in data.tests]
+        if baseline:  # a baseline has no paper number and nothing planned: only the cells it has
+            line = [dict(c, paper=None, notes=[], delta=None, outside=False) for c in line]
+        if any(c["ours"] or c["n_planned"] for c in line):
+            rows.append({"train": tr, "cells": line})
+    return {"strategy": s, "step": "" if baseline else STRATEGY_STEP.get(s, ""), "rows": rows,
+            "description": _strategy_description(data, s), "baseline": baseline}
+
+
+def _baseline_blocks(data: ReportData, selection: str) -> list[dict]:
+    """The baselines' blocks of a grid (the same in every backbone's grid: baselines train no model)."""
+    rows = [r for r in data.table if r["backbone"] == BASELINE and r["selection"] == selection]
+    cells = {(r["strategy"], r["train"], r["test"]): r for r in rows}
+    names = sorted({r["strategy"] for r in rows})
+    blocks = [_block(data, cells, {}, BASELINE, name, baseline=True) for name in names]
+    return [b for b in blocks if b["rows"]]
 
 
 def _strategy_description(data: ReportData, s: str) -> str:
@@ -119,7 +153,7 @@ def backbone_comparison(data: ReportData) -> list[dict]:
     """Per selection × strategy: train rows × test columns, each cell listing every backbone's mean (std),
     the best (lowest mean MAPE) marked."""
     out = []
-    backbones = sorted({r["backbone"] for r in data.table})
+    backbones = sorted({r["backbone"] for r in data.table} - {BASELINE})
     for selection in data.selections:
         for s in data.strategies:
             rows = []

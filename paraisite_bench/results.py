@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .reference import PAPER_BACKBONE, PAPER_TABLE1
-from .stats import mean_interval
+from .stats import BASELINE, mean_interval
 from .store import Store
 
 #: results.csv columns around the metric columns (``mape`` for κ; one column per metric of the run)
@@ -268,7 +268,8 @@ class ReportData:
 
     @property
     def backbones(self) -> list[str]:
-        names = {r["backbone"] for r in self.table}
+        """The trained models' backbones (not the baselines')."""
+        names = {r["backbone"] for r in self.table} - {BASELINE}
         for run in self.runs:
             names |= set(run.get("backbones", []))
         return sorted(names)

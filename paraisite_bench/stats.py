@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-#: Metrics where a smaller value is better; every other metric (spearman, r2, r2_log) is better larger.
-LOWER_IS_BETTER = frozenset({"mape", "mae", "mae_log"})
+from .targets import HIGHER_IS_BETTER
+
 #: The keys of a cell (a Table I entry)
 CELL_KEYS = ("backbone", "strategy", "train", "test", "selection")
 #: The backbone name of baseline rows (constant predictor and the like)
@@ -27,6 +27,11 @@ BASELINE = "baseline"
 #: Step 2 vs Step 1, Step 3 vs Step 2
 STEP_PAIRS = (("pretrained", "scratch"), ("double", "pretrained"))
 ALPHA = 0.05
+
+
+def lower_is_better(metric: str) -> bool:
+    """Errors (MAPE, MAE) are better smaller; correlations and R² (:data:`HIGHER_IS_BETTER`) larger."""
+    return metric not in HIGHER_IS_BETTER
 
 
 @dataclass(frozen=True)
@@ -136,7 +141,7 @@ def verdict(metric: str, test: PairedTest, alpha: float = ALPHA) -> str:
     """"better" / "worse" (the first of the pair against the second, at level ``alpha``) or "no evidence"."""
     if not test.p < alpha:  # nan p (n < 2) is no evidence either
         return "no evidence"
-    lower = metric in LOWER_IS_BETTER
+    lower = lower_is_better(metric)
     return "better" if (test.mean < 0) == lower else "worse"
 
 
@@ -156,7 +161,7 @@ def paired_comparisons(rows, metric: str, pairs=STEP_PAIRS, test_fraction: float
     For each pair (a, b) whose two cells both exist: ``diff`` = mean over common splits of a − b (seeds
     averaged first), its Nadeau–Bengio interval and p (:func:`nadeau_bengio`), ``n`` common splits and a
     ``verdict`` for a against b ("better"/"worse"/"no evidence" at α = 0.05; lower is better for
-    :data:`LOWER_IS_BETTER`). Where baseline rows (backbone "baseline") exist for the same train × test,
+    :func:`lower_is_better`). Where baseline rows (backbone "baseline") exist for the same train × test,
     each strategy is also compared against the baseline with the lowest (or, for a higher-is-better
     metric, highest) mean, with ``b_backbone`` "baseline". Keys of each dict: backbone, train, test,
     selection, a, b, b_backbone, metric, mean_a, mean_b, diff, ci_low, ci_high, p, n, verdict.
@@ -184,7 +189,7 @@ def _best_baseline(means: dict, train: str, test: str, metric: str) -> tuple[str
     found = [(k[1], v) for k, v in means.items() if k[0] == BASELINE and (k[2], k[3]) == (train, test)]
     if not found:
         return None
-    sign = 1.0 if metric in LOWER_IS_BETTER else -1.0
+    sign = 1.0 if lower_is_better(metric) else -1.0
     return min(found, key=lambda kv: sign * float(np.mean(list(kv[1].values()))))
 
 

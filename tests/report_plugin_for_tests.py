@@ -11,7 +11,7 @@ from markupsafe import escape
 from paraisite_bench import hookimpl
 from paraisite_bench.data import DatasetSpec, Record, read_ltc_json, regression_target
 from paraisite_bench.report import ReportSection
-from paraisite_bench.results import metric_of, metric_value
+from paraisite_bench.results import headline_metrics, metric_of, metric_value
 
 
 def results_summary(data):
@@ -19,7 +19,7 @@ def results_summary(data):
     if not data.rows:
         return None
     lines = []
-    for metric in data.metrics:
+    for metric in headline_metrics(data.rows):
         values = [metric_value(r) for r in data.rows if metric_of(r) == metric]
         lines.append(f"<li data-metric='{escape(metric)}'>{len(values)} results, mean {metric} "
                      f"{sum(values) / len(values):.6f}</li>")

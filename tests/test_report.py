@@ -51,6 +51,8 @@ def test_compare_gives_the_difference_and_marks_only_means_outside_the_paper_ban
     assert rp.compare(1.03, (0.82, 0.21, "paper"))["outside"] is False  # on the edge: inside
     assert rp.compare(1.04, (0.82, 0.21, "paper"))["outside"] is True
     assert rp.compare(0.5, None) == {"delta": None, "outside": False}
+    # a paper number produced differently from ours (an annotated cell) is never flagged
+    assert rp.compare(0.50, (0.82, 0.21, "paper"), like=False)["outside"] is False
 
 
 def _data(rows, cells, runs_extra=None):
@@ -76,7 +78,9 @@ def test_grid_marks_missing_partial_and_unplanned_cells_and_cells_the_paper_lack
           for c in row["cells"]}
     done = by[("scratch", "dataset1", "dataset1")]
     assert done["status"] == "done" and done["ours"]["mape_mean"] == pytest.approx(0.4)
-    assert done["delta"] == pytest.approx(0.4 - 0.82) and done["outside"] is True
+    # far outside the paper's band, but the paper's Dataset1 diagonal is not like for like (its notes say why)
+    assert done["delta"] == pytest.approx(0.4 - 0.82) and done["outside"] is False
+    assert [n.id for n in done["notes"]] == ["diagonal-not-in-runs"] and done["like"] is False
     assert by[("scratch", "dataset1", "dataset2")]["status"] == "partial"
     assert by[("scratch", "dataset1", "dataset2")]["n_done"] == 1
     assert by[("scratch", "dataset2", "dataset1")]["status"] == "pending"

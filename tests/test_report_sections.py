@@ -22,10 +22,12 @@ from paraisite_bench.report import ordered_sections, render
 from paraisite_bench.results import load_runs
 
 #: the columns of a κ-only run, as every earlier version wrote them
-KAPPA_RESULT_HEADER = ("backbone,strategy,train,test,split,mape,n_test,best_epoch,selection,chain,"
-                       "weights_loaded,stage_key")
-KAPPA_TABLE_HEADER = ("backbone,strategy,train,test,selection,mape_mean,mape_std,n_splits,paper_mean,"
-                      "paper_std,paper_source")
+KAPPA_RESULT_HEADER = ("backbone,strategy,train,test,split,seed,mape,mae_log,spearman,r2_log,n_test,epoch,"
+                       "selection,chain,weights_loaded,stage_key")
+KAPPA_TABLE_HEADER = ("backbone,strategy,train,test,selection,"
+                      + ",".join(f"{m}_{s}" for m in ("mape", "mae_log", "spearman", "r2_log")
+                                 for s in ("mean", "std", "ci_low", "ci_high"))
+                      + ",n_splits,n_seeds,paper_mean,paper_std,paper_source")
 
 
 def _rows(path):
@@ -56,10 +58,10 @@ def kappa_run(tmp_path_factory):
 def test_a_plugin_section_appears_in_the_report_of_a_real_run(kappa_run, cli):
     html = (kappa_run / "report.html").read_text()
     rows = _rows(kappa_run / "results.csv")
-    assert len(rows) == 2
+    assert len(rows) == 4  # 2 splits, each read at its selected and at its last epoch
     assert '<a href="#results-summary">Results at a glance</a>' in html
     n, mean = _summary_line(html, "mape")
-    assert n == 2 and mean == pytest.approx(statistics.mean(float(r["mape"]) for r in rows), abs=1e-6)
+    assert n == 4 and mean == pytest.approx(statistics.mean(float(r["mape"]) for r in rows), abs=1e-6)
     # its place in the page follows its order (25): after Table I (20), before the curves (40)
     assert html.index('id="table1"') < html.index('id="results-summary"') < html.index('id="curves"')
     # `report` without the plugin leaves it out; with --plugin the section is back

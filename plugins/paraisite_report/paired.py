@@ -9,7 +9,7 @@ import math
 from paraisite_bench.reference import STRATEGY_STEP
 from paraisite_bench.report import fragment
 from paraisite_bench.results import DATASET_ORDER, STRATEGY_ORDER, ReportData
-from paraisite_bench.stats import BASELINE, LOWER_IS_BETTER, paired_comparisons, variance_components
+from paraisite_bench.stats import BASELINE, lower_is_better, paired_comparisons, variance_components
 
 PACKAGE = "paraisite_report"
 #: Metric columns a result row may carry besides its headline metric, in the order they are shown
@@ -56,7 +56,7 @@ def _metric_view(data: ReportData, metric: str) -> dict:
     texts = ("split_std", "seed_std", "split_component")
     variance = [dict(v, **{f"{k}_text": _num(v[k]) for k in texts})
                 for v in sorted(variance_components(data.rows, metric), key=_order)]
-    return {"metric": metric, "lower_is_better": metric in LOWER_IS_BETTER,
+    return {"metric": metric, "lower_is_better": lower_is_better(metric),
             "groups": [{"backbone": b, "selection": s, "rows": rows} for (b, s), rows in groups.items()],
             "variance": variance}
 

@@ -29,7 +29,7 @@ def table1_section(data: ReportData) -> str | None:
     if not data.table and not data.missing and data.studies:
         return None  # a `select` directory alone: no Table I to show
     return fragment("section_table1.html", package=PACKAGE, grids=table_grids(data), data=data,
-                    labels=data.labels, paper_backbone=PAPER_BACKBONE,
+                    labels=data.labels, paper_backbone=PAPER_BACKBONE, metric_names=data.metrics,
                     legend=[(v, heat(v)) for v in HEAT_LEGEND])
 
 
