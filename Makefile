@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml examples/paraisite-m3gnet/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch pinned to the CPU build that lies on local disk; an unpinned torch pulls a CUDA build
 	$(VENV)/bin/pip install torch==2.13.0
-	$(VENV)/bin/pip install -e '.[test,crabnet]'
+	$(VENV)/bin/pip install -e '.[test,crabnet,baselines]'
 	# crabnet 2.0.8 declares Python < 3.11 and matbench 0.6 pins libraries that no longer build:
 	# both run here, installed without their pins (their real needs are the `crabnet` extra)
 	$(VENV)/bin/pip install --no-deps --ignore-requires-python crabnet==2.0.8

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from .baselines import plan_baselines, planned_baselines
 from .compilation import COMPILE_MODES
 from .context import Context
 from .data import resolve_data_dir
@@ -88,7 +89,8 @@ def cli():
 @cli.command()
 @click.option("--plugin", "plugin_modules", multiple=True, help="Also load this importable plugin module.")
 def plugins(plugin_modules):
-    """List every backbone, dataset, strategy, executor and report section, and which plugin provides it."""
+    """List every backbone, dataset, strategy, executor, report section and baseline, and which plugin
+    provides it."""
     reg = load_plugins(plugin_modules)
     w = max(12, *(len(n) for kind in KINDS for n in reg.table(kind)))
     click.echo("backbones:")
@@ -111,6 +113,10 @@ def plugins(plugin_modules):
     click.echo("report sections (in page order):")
     for sec in ordered_sections(reg):
         click.echo(f"  {sec.name:{w}s} [{sec.plugin}] {sec.title}")
+    click.echo("baselines:")
+    for name, cls in sorted(reg.baselines.items()):
+        click.echo(f"  {name:{w}s} [{reg.providers[('baseline', name)]}] {cls.needs} input. "
+                   f"{cls.description}")
     if reg.broken:
         click.echo("broken plugins:")
         for name, err in reg.broken:
@@ -140,6 +146,8 @@ class TableRun(Command):
     strategies: tuple[str, ...]
     train: tuple[str, ...]
     test: tuple[str, ...]
+    #: baselines to compute (None: every registered one)
+    baselines: tuple[str, ...] | None = None
     notes: list[str] = field(default_factory=list)
     run_info: dict = field(default_factory=dict)
     skipped: list[dict] = field(default_factory=list)
@@ -151,6 +159,8 @@ class TableRun(Command):
         check_inputs(launch.registry, launch.datasets, self.backbones, self.train + self.test)
         ctx = launch.context(self.protocol)
         plan = build_plan(ctx, self.backbones, self.strategies, self.train, self.test)
+        everything = sorted(launch.registry.baselines)
+        plan_baselines(ctx, plan, everything if self.baselines is None else self.baselines)
         for b, s, reason in plan.skipped:
             warn(f"{b} × {s} skipped: {reason}")
         self.notes = composition_notes(ctx, self.backbones, self.train + self.test)  # kept in run.json
@@ -182,6 +192,8 @@ class TableRun(Command):
             "executor": run.launch.executor, "address": options.address, "device": run.launch.device,
             "early_stop": self.protocol.early_stop or None, "compile": run.launch.compile_mode,
             "cells": [dataclasses.asdict(c) for c in plan.cells], "stages": list(plan.stages),
+            "baselines": list(plan.baselines),
+            "baseline_keys": [key for _name, _cell, key in planned_baselines(ctx, plan)],
             "labels": {n: registry.dataset(n).label for n in dict.fromkeys(self.train + self.test)},
             "strategy_descriptions": {s: registry.strategy(s).description for s in self.strategies},
             "data": {n: ctx.dataset(n).fingerprint for n in used},
@@ -233,6 +245,9 @@ class TableRun(Command):
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True,
               help="Torch threads per job.")
 @click.option("--plugin", "plugin_modules", multiple=True, help="Also load this importable plugin module.")
+@click.option("--baselines", "baselines_", metavar="NAMES|none",
+              help="Comma-separated baselines scored on every train × test × split, next to the trained "
+                   "models, or none (see `paraisite-bench plugins`) [default: every registered one].")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
 @click.option("--dataset-file", "dataset_files", multiple=True, metavar="[NAME=]PATH",
               help="Your own dataset for --train/--test: a CSV or JSON of id, kappa, cif (text or path) "
@@ -262,7 +277,7 @@ class TableRun(Command):
 def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs, subsample, batch_size, lr,
         seed, selection, scaler_fit, cosine_tmax, head, out, data_dir, cache_dir, workers, threads,
         plugin_modules, progress, executor, address, device, early_stop, compile_=None, dataset_files=(),
-        seeds=None, split_by=None, decontaminate=None):
+        seeds=None, split_by=None, decontaminate=None, baselines_=None):
     """Train and evaluate every backbone × strategy × train × test cell; resumable."""
     base = PRESETS[preset.lower()]
     protocol = protocol_with(
@@ -274,11 +289,18 @@ def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs
     grid = TableRun(preset=preset.lower(), protocol=protocol,
                     backbones=_names(backbones) or base["backbones"],
                     strategies=_names(strategies) or base["strategies"],
-                    train=_names(train) or base["train"], test=_names(test) or base["test"])
+                    train=_names(train) or base["train"], test=_names(test) or base["test"],
+                    baselines=_baseline_names(baselines_))
     run_command(grid, LaunchOptions(
         out=out, data_dir=data_dir, cache_dir=cache_dir, plugin_modules=tuple(plugin_modules),
         dataset_files=tuple(dataset_files), workers=workers, threads=threads, executor=_lower(executor),
         address=address, device=device.lower(), compile_mode=_lower(compile_), progress=progress))
+
+
+def _baseline_names(value: str | None) -> tuple[str, ...] | None:
+    """``--baselines``: None (every registered baseline), ``none`` (no baseline) or the names."""
+    names = _names(value)
+    return () if names == ("none",) else names
 
 
 def _summary(out_dir, outcome, result, skipped, plan, run_info):
@@ -289,6 +311,8 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
          f"{len(outcome.failed)} failed, {outcome.evaluated} evaluations, {outcome.wall_s:.0f} s")
     if run_info["protocol"].get("split_by", "random") != "random":
         echo(f"  splits grouped by {run_info['protocol']['split_by']}: not the paper's random splits")
+    if outcome.baselines:
+        echo(f"  {outcome.baselines} baseline results computed ({', '.join(plan.baselines)}; in the store)")
     if run_info.get("early_stop"):
         echo(f"  early stopping was ON (patience {run_info['early_stop']} epochs): not the paper's protocol")
     by = {}

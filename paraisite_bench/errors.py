@@ -26,12 +26,15 @@ class PluginFailure(Exception):
     """A plugin's own bug (not bad data): e.g. a backbone's ``featurise`` raising something other than
     :class:`RecordError`. Never cached; the jobs that needed the plugin fail and the rest of the grid runs.
 
-    ``plugin`` names the plugin, ``n`` how many records (or calls) failed, ``error`` the first error as one
-    line, ``traceback`` its traceback (shown under ``PARAISITE_BENCH_DEBUG=1``)."""
+    ``plugin`` names the plugin, ``n`` how many records (or calls) failed (None: not counted in records, e.g.
+    a baseline's fit), ``error`` the first error as one line, ``traceback`` its traceback (shown under
+    ``PARAISITE_BENCH_DEBUG=1``)."""
 
-    def __init__(self, plugin: str, n: int, error: str, traceback: str = ""):
+    def __init__(self, plugin: str, n: int | None, error: str, traceback: str = ""):
         self.plugin, self.n, self.error, self.traceback = plugin, n, error, traceback
         super().__init__(str(self))
 
     def __str__(self) -> str:
+        if self.n is None:
+            return f"plugin {self.plugin} failed: {self.error}"
         return f"plugin {self.plugin} failed on {self.n} record(s): {self.error}"

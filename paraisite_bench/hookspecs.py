@@ -7,7 +7,8 @@ A plugin is any module registered under the ``paraisite_bench`` entry-point grou
     my_backbone = "my_package.plugin"
 
 and implementing one or more of the hooks below with :data:`paraisite_bench.hookimpl`.
-The built-in backbones, datasets, strategies and report sections are registered through this very group.
+The built-in backbones, datasets, strategies, executors, report sections and baselines are registered through
+this very group.
 """
 
 from __future__ import annotations
@@ -104,6 +105,40 @@ def register_strategies(register):
             ))
     """
 
+
+@hookspec
+def register_baselines(register):
+    """Register baselines: ``register(BaselineSubclass)``; a run computes them all unless ``--baselines``.
+
+    A baseline (see :class:`paraisite_bench.baseline.Baseline`) has no training stage: for every train ×
+    test × split of a run it is fitted on split r's training records of the training dataset and predicts
+    split r's test records of the test dataset, in the target's units; the core scores it like a trained
+    model and stores the result (:mod:`paraisite_bench.baselines`). ``needs = "structure"`` skips it on
+    datasets that hold compositions only. Runnable example::
+
+        import numpy as np
+
+        from paraisite_bench import hookimpl
+        from paraisite_bench.baseline import Baseline
+
+        class TrainingMean(Baseline):
+            # the arithmetic mean of the training values, whatever the material
+
+            name = "training-mean"
+            description = "the mean of the training values"
+            needs = "composition"
+
+            def fit(self, records, target):
+                self.value = float(np.mean([r.value for r in records]))
+                return self
+
+            def predict(self, records):
+                return np.full(len(records), self.value)
+
+        @hookimpl
+        def register_baselines(register):
+            register(TrainingMean)
+    """
 
 @hookspec
 def register_executors(register):

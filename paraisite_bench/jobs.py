@@ -33,12 +33,20 @@ class Plan:
     cells: list[Cell] = field(default_factory=list)
     #: stage key -> test datasets to evaluate it on
     evals: dict[str, list[str]] = field(default_factory=dict)
-    #: (backbone, strategy) pairs that cannot run, with the reason
+    #: (backbone, strategy) pairs that cannot run, with the reason; ("baseline", name, reason) for a
+    #: baseline left out of some cells (:func:`paraisite_bench.baselines.plan_baselines`)
     skipped: list[tuple[str, str, str]] = field(default_factory=list)
     #: test dataset -> the metrics its evaluations carry (its target kind's ``metric_names``)
     metrics: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: the run's train and test datasets (what decontaminated pretraining stages leave out)
     targets: list[str] = field(default_factory=list)
+    #: baselines to compute on every (train, test, split) of ``cells`` (:mod:`paraisite_bench.baselines`)
+    baselines: tuple[str, ...] = ()
+
+
+def composition_only(ctx: Context, dataset: str) -> bool:
+    """Whether ``dataset`` (or one component of a union) holds compositions only (no crystal structures)."""
+    return any(ctx.registry.dataset(a).input_kind == "composition" for a in ctx.atomic_names(dataset))
 
 
 def input_mismatch(ctx: Context, backbone, datasets) -> str | None:
@@ -47,11 +55,9 @@ def input_mismatch(ctx: Context, backbone, datasets) -> str | None:
     if backbone.input_kind != "structure":
         return None
     for d in datasets:
-        spec = ctx.registry.dataset(d)
-        atoms = [ctx.registry.dataset(a) for a in ctx.atomic_names(spec.name)]
-        if any(a.input_kind == "composition" for a in atoms):
-            return (f"dataset {spec.name!r} has compositions only (no crystal structures) and "
-                    f"{backbone.name} is a structure backbone")
+        if composition_only(ctx, d):
+            return (f"dataset {ctx.registry.dataset(d).name!r} has compositions only (no crystal structures) "
+                    f"and {backbone.name} is a structure backbone")
     return None
 
 

@@ -227,7 +227,8 @@ def _now() -> str:
 
 def run_command(command: Command, options: LaunchOptions) -> Any:
     """Plan, take the run directory, record, execute, write the outputs, summarise; exit status 1 when a
-    job failed, a user error when interrupted (what finished is stored: the same command resumes)."""
+    job or a plugin (a baseline) failed, a user error when interrupted (what finished is stored: the same
+    command resumes)."""
     started = _now()
     launch = prepare(options)
     ctx, plan = command.plan(launch)
@@ -248,6 +249,6 @@ def run_command(command: Command, options: LaunchOptions) -> Any:
     command.summary(run, outcome, result)
     if outcome.interrupted:
         raise UserError(f"interrupted: finished jobs are stored in {out_dir}; run the same command to resume")
-    if outcome.failed:
+    if outcome.failed or outcome.plugin_failures:
         sys.exit(1)
     return result

@@ -1,4 +1,4 @@
-"""Plugin discovery: every backbone, dataset, strategy, executor and report section comes from the
+"""Plugin discovery: every backbone, dataset, strategy, executor, report section and baseline comes from the
 ``paraisite_bench`` entry-point group (built-ins included), or from modules passed in explicitly
 (``--plugin``, tests, scripts)."""
 
@@ -20,6 +20,7 @@ import pluggy
 
 from . import hookspecs
 from .backbone import Backbone
+from .baseline import Baseline
 from .data import DatasetSpec
 from .errors import UserError
 from .executors import Executor
@@ -39,6 +40,8 @@ KINDS: dict[str, tuple[str, str, Callable[[Any], bool]]] = {
     "executor": ("register_executors", "executors",
                  lambda o: isinstance(o, type) and issubclass(o, Executor)),
     "section": ("register_report_sections", "sections", lambda o: isinstance(o, ReportSection)),
+    "baseline": ("register_baselines", "baselines",
+                 lambda o: isinstance(o, type) and issubclass(o, Baseline)),
 }
 
 
@@ -50,6 +53,8 @@ class Registry:
     executors: dict[str, type[Executor]] = field(default_factory=dict)
     #: sections of report.html (render them in page order with ``report.ordered_sections``)
     sections: dict[str, ReportSection] = field(default_factory=dict)
+    #: baseline classes (an unfitted instance: :meth:`baseline`)
+    baselines: dict[str, type[Baseline]] = field(default_factory=dict)
     #: (kind, name) -> plugin that provides it
     providers: dict[tuple[str, str], str] = field(default_factory=dict)
     #: (plugin, one-line error) for plugins that failed to load or register
@@ -96,6 +101,10 @@ class Registry:
 
     def strategy(self, name: str) -> Strategy:
         return self.get("strategy", name)
+
+    def baseline(self, name: str) -> Baseline:
+        """A new, unfitted instance of baseline ``name``."""
+        return self.get("baseline", name)()
 
 
 def _one_line(exc: BaseException) -> str:

@@ -1,5 +1,6 @@
-"""Execute a plan: featurise what its jobs need, hand the jobs to an executor in dependency order
-(stages that others build on first), and record each job in the store as soon as it finishes.
+"""Execute a plan: compute its baselines, featurise what its jobs need, hand the jobs to an executor in
+dependency order (stages that others build on first), and record each job in the store as soon as it
+finishes.
 
 The executor is looked up by name in the registry (see :class:`paraisite_bench.executors.Executor`
 for the contract); this module never knows which one runs the jobs."""
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
+from .baselines import run_baselines
 from .checkpoint import checkpoint_digest
 from .context import Context
 from .errors import PluginFailure
@@ -34,8 +36,11 @@ class RunOutcome:
     failed: list = dataclasses.field(default_factory=list)
     interrupted: bool = False
     wall_s: float = 0.0
-    #: plugins that failed (their bug, not bad data), each reported once; their jobs are in ``failed``
+    #: plugins that failed (their bug, not bad data), each reported once; their jobs are in ``failed`` (a
+    #: failed baseline has no job: it is only here)
     plugin_failures: list = dataclasses.field(default_factory=list)
+    #: baseline results computed (not those already in the store)
+    baselines: int = 0
 
 
 def evaluated(readings: dict, selection: str, metrics) -> bool:
@@ -220,6 +225,8 @@ def execute(plan: Plan, ctx: Context, store: Store, setup: WorkerSetup, executor
     t0 = time.time()
     tasks, reused = plan_tasks(plan, store)
     outcome = RunOutcome(reused=reused)
+    # baselines take seconds: in this process, before any job, so that a run stopped early still has them
+    outcome.baselines, outcome.plugin_failures = run_baselines(ctx, plan, store, log)
     bars_off = None if progress is None else not progress
     broken = fail_unfeaturisable(ctx, tasks, featurise(ctx, tasks, bars_off), outcome, log)
     tasks = [t for t in tasks if t.spec.key not in broken]

@@ -30,6 +30,15 @@ def _real(value) -> float | None:
     """A metric as SQLite keeps it: NaN (an undefined correlation) becomes NULL."""
     return None if value is None or value != value else float(value)
 
+#: Results of baselines (:mod:`paraisite_bench.baselines`), one row per (baseline, train, test, split) key;
+#: ``metrics``: JSON of {metric name: value}.
+BASELINE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS baselines (
+    key TEXT PRIMARY KEY, baseline TEXT NOT NULL, train TEXT NOT NULL, test TEXT NOT NULL,
+    split INTEGER NOT NULL, n_test INTEGER, metrics TEXT NOT NULL, finished TEXT
+);
+"""
+
 
 class Store:
     """Stage results and evaluations. Each write is its own transaction, so an interrupted run
@@ -51,6 +60,7 @@ class Store:
         self._set_wal(deadline=time.time() + 60)
         self._upgrade()
         self.db.executescript(SCHEMA)
+        self.db.executescript(BASELINE_SCHEMA)
         self.db.execute(EVALS_TABLE)
 
     def _upgrade(self) -> None:
@@ -171,3 +181,22 @@ class Store:
                                     (key, r["test"], r["selection"], metric, _real(value), r["n_test"],
                                      r.get("epoch"), now))
             self.db.execute("UPDATE stages SET error=NULL WHERE key=? AND status='done'", (key,))
+
+    def save_baselines(self, results: list[dict]) -> None:
+        """Store baseline results (:func:`paraisite_bench.baselines.baseline_results`), in one transaction."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%S")
+        with self.db:
+            self.db.execute("BEGIN")
+            for r in results:
+                self.db.execute("INSERT OR REPLACE INTO baselines VALUES (?,?,?,?,?,?,?,?)",
+                                (r["key"], r["baseline"], r["train"], r["test"], int(r["split"]), r["n_test"],
+                                 json.dumps({m: _real(v) for m, v in r["metrics"].items()}), now))
+
+    def baselines(self) -> list[dict]:
+        """Every stored baseline result: ``{"key", "baseline", "train", "test", "split", "n_test", "metrics":
+        {metric name: value, None where undefined (the Spearman correlation of a constant)}, "finished"}``,
+        by baseline, train, test and split."""
+        cols = ["key", "baseline", "train", "test", "split", "n_test", "metrics", "finished"]
+        rows = self.db.execute(f"SELECT {', '.join(cols)} FROM baselines "
+                               "ORDER BY baseline, train, test, split").fetchall()
+        return [dict(zip(cols, row), metrics=json.loads(row[6])) for row in rows]

@@ -13,7 +13,8 @@ PACKAGE = "paraisite_bench"
 MAX_FUNCTION_LINES = 80
 #: What the core must never import: model libraries and the built-in plugins (they come through hooks).
 FORBIDDEN = ("matgl", "crabnet", "paraisite_megnet", "paraisite_crabnet", "paraisite_ltc",
-             "paraisite_matbench", "paraisite_strategies", "paraisite_report", "paraisite_executors")
+             "paraisite_matbench", "paraisite_strategies", "paraisite_report", "paraisite_executors",
+             "paraisite_baselines")
 
 
 def module_name(path: Path, root: Path = CORE, package: str = PACKAGE) -> str:
