@@ -279,9 +279,11 @@ class ReportData:
 
     @property
     def strategies(self) -> list[str]:
+        """The trained models' strategies (a baseline's name is its rows' ``strategy``: not one of them)."""
         names = list(dict.fromkeys(s for run in self.runs for s in run.get("strategies", [])))
-        extra = ordered({r["strategy"] for r in self.table} - set(names), STRATEGY_ORDER)
-        return names + extra if names else ordered({r["strategy"] for r in self.table}, STRATEGY_ORDER)
+        found = {r["strategy"] for r in self.table if r["backbone"] != BASELINE}
+        extra = ordered(found - set(names), STRATEGY_ORDER)
+        return names + extra if names else ordered(found, STRATEGY_ORDER)
 
     @property
     def trains(self) -> list[str]:
@@ -354,8 +356,28 @@ def _stage_keys(info: dict) -> list[str]:
     return info.get("stages", sorted({c["stage_key"] for c in info["cells"]}))
 
 
+def baseline_rows(info: dict, store: Store, selections) -> list[dict]:
+    """The run's baseline results (``info["baseline_keys"]``) as result rows, one per selection mode of the
+    run's models: a baseline selects no epoch, so it stands next to the models under every mode."""
+    keys = set(info.get("baseline_keys", []))
+    rows = []
+    for b in store.baselines():
+        if b["key"] not in keys:
+            continue
+        metrics = {m: (math.nan if v is None else v) for m, v in b["metrics"].items()}
+        for selection in selections:
+            rows.append({"backbone": BASELINE, "strategy": b["baseline"], "train": b["train"],
+                         "test": b["test"], "split": b["split"], "seed": "", **metrics, "metric": next(iter(metrics)),
+                         "n_test": b["n_test"], "epoch": "", "selection": selection,
+                         "chain": f"baseline:{b['baseline']}", "weights_loaded": "", "stage_key": b["key"]})
+    return rows
+
+
 def _from_store(run: LoadedRun, store: Store) -> None:
     run.rows = result_rows(run.info["cells"], store)
+    protocol = run.info.get("protocol") or {}
+    selections = sorted({r["selection"] for r in run.rows}) or [protocol.get("selection", "paper")]
+    run.rows += baseline_rows(run.info, store, selections)
     keys = _stage_keys(run.info)
     run.curves = curve_rows(keys, store)
     run.stages = stage_rows(keys, store)
