@@ -368,7 +368,8 @@ def baseline_rows(info: dict, store: Store, selections) -> list[dict]:
         for selection in selections:
             rows.append({"backbone": BASELINE, "strategy": b["baseline"], "train": b["train"],
                          "test": b["test"], "split": b["split"], "seed": "", **metrics,
-                         "metric": next(iter(metrics)), "n_test": b["n_test"], "epoch": "", "selection": selection,
+                         "metric": next(iter(metrics)), "n_test": b["n_test"], "epoch": "",
+                         "selection": selection,
                          "chain": f"baseline:{b['baseline']}", "weights_loaded": "", "stage_key": b["key"]})
     return rows
 
