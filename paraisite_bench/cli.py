@@ -39,7 +39,7 @@ from .outputs import machine_info, rewrite_outputs, write_csv
 from .plugins import KINDS, plugin_distributions
 from .protocol import PRESETS, SELECTION_MODES, SPLIT_MODES, Protocol, SplitOptions
 from .report import ordered_sections
-from .results import table_mean, table_std
+from .results import BASELINE, table_mean, table_std
 from .runner import RunOutcome
 from .study import StabilityStudy, composition_notes
 from .userdata import add_datasets, check_inputs, dataset_specs
@@ -325,7 +325,8 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
     order = {name: i for i, name in enumerate(run_info["strategies"])}
     wt = max(len("train \\ test"), *(len(t) for t in run_info["train"])) + 2
     wc = {te: max(22, len(te) + 2) for te in tests}
-    for (b, s, sel), rows in sorted(by.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99), kv[0][2])):
+    for (b, s, sel), rows in sorted(by.items(), key=lambda kv: (kv[0][0] == BASELINE, kv[0][0],
+                                                                order.get(kv[0][1], 99), kv[0][1])):
         echo(f"  {b} / {s} ({sel}) — MAPE mean (std); paper in [ ]")
         echo("    " + "train \\ test".ljust(wt) + "".join(t.ljust(wc[t]) for t in tests))
         for tr in run_info["train"]:

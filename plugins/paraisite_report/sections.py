@@ -49,7 +49,7 @@ def curves_section(data: ReportData) -> str | None:
         return None
     grouped = group_curves(data.rows, data.curves)
     figs = []
-    for backbone in sorted({r["backbone"] for r in data.rows}):
+    for backbone in data.backbones:
         for selection in sorted({r["selection"] for r in data.rows if r["backbone"] == backbone}):
             curves = {(s, tr): v for (b, sel, s, tr), v in grouped.items()
                       if (b, sel) == (backbone, selection)}
@@ -65,7 +65,7 @@ def splits_section(data: ReportData) -> str | None:
     if not data.rows:
         return None
     views = [_split_view(data, backbone, selection)
-             for backbone in sorted({r["backbone"] for r in data.rows})
+             for backbone in data.backbones
              for selection in sorted({r["selection"] for r in data.rows if r["backbone"] == backbone})]
     return fragment("section_splits.html", package=PACKAGE, views=views, labels=data.labels,
                     metrics=" / ".join(m.upper() for m in data.metrics))
@@ -89,9 +89,9 @@ def _split_view(data: ReportData, backbone: str, selection: str) -> dict:
                        f"{backbone} — MAPE of each split (selection: {selection}); "
                        "black square: paper mean ± std")
     chosen: dict[tuple, int] = {}
-    for r in rows:  # one selected epoch per stage (a stage answers several test columns)
-        if r.get("best_epoch") not in (None, ""):
-            chosen[(r["strategy"], r["train"], r["stage_key"])] = int(r["best_epoch"])
+    for r in rows:  # one selected epoch per stage (a stage answers several test columns); `last` selects none
+        if r.get("epoch") not in (None, "") and selection != "last":
+            chosen[(r["strategy"], r["train"], r["stage_key"])] = int(r["epoch"])
     picked: dict[tuple, list[int]] = defaultdict(list)
     for (s, tr, _key), e in chosen.items():
         picked[(s, tr)].append(e)
