@@ -37,7 +37,8 @@ from .strategy import TARGET, Init, Stage
 
 #: What the repeats vary, said wherever the study's numbers are shown.
 REPEATS_VARY = ("repeat r = split r of the target (identical for every candidate) and training seed "
-                "seed + r; each candidate's pretraining stage is trained once (split 0) and shared")
+                "seed + r; each candidate's pretraining stage is trained once (split 0) and shared, "
+                "without the target's records (or once per repeat when it holds them)")
 
 
 @dataclass(frozen=True)
