@@ -129,3 +129,21 @@ def test_a_run_reports_its_leakage(cli, data_dir, records, tmp_path):
     for t in table:
         mine = [int(r["leak_formula"]) for r in rows if r["selection"] == t["selection"]]
         assert float(t["leak_formula"]) == pytest.approx(sum(mine) / len(mine))
+
+
+def test_select_never_pretrains_on_a_repeats_test_records(data_dir, cache_dir):
+    """A candidate's pretraining stage is shared by the repeats unless it could hold a repeat's test records:
+    AFLOW (which shares 59 structures with Dataset2) leaves the matches out, MIX (which holds Dataset1)
+    pretrains once per repeat on that repeat's split."""
+    from paraisite_bench.study import build_study_plan, parse_candidate
+
+    ctx = Context(load_registry(), data_dir, Protocol(splits=3, epochs=1), cache_dir)
+    cands = [parse_candidate(ctx.registry, c) for c in ("megnet:aflow", "megnet:mix")]
+    plan = build_study_plan(ctx, cands, "dataset2", repeats=3)
+    pre = [s for s in plan.stages.values() if s.dataset == "aflow"]
+    assert len(pre) == 1 and pre[0].split == 0
+    assert pre[0].options["decontaminate"] == {"by": "structure", "against": ["dataset2"]}
+    removed = {r["id"] for r in decontaminated_rows(ctx, pre)}
+    assert len(removed) == 59  # the AFLOW ∩ Dataset2 structure matches (test_audit.py counts them)
+    mix = sorted(s.split for s in plan.stages.values() if s.dataset == "mix")
+    assert mix == [0, 1, 2]
