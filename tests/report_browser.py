@@ -82,24 +82,38 @@ def read_paper(path: Path = PAPER_CSV) -> dict[tuple[str, str, str], tuple[float
 def expected_cells(results_csv: Path, paper: dict) -> dict[tuple, dict]:
     """(backbone, selection, strategy, train, test) -> mean, sample std, paper delta and outside mark,
     computed here from results.csv (independently of the package's aggregation)."""
-    groups = defaultdict(list)
+    from scipy import stats
+
+    from paraisite_bench.reference.annotations import like_for_like, notes_for
+
+    groups, leaks = defaultdict(list), defaultdict(list)
     with open(results_csv, newline="") as fh:
         for r in csv.DictReader(fh):
-            groups[(r["backbone"], r["selection"], r["strategy"], r["train"], r["test"])].append(
-                float(r["mape"]))
+            key = (r["backbone"], r["selection"], r["strategy"], r["train"], r["test"])
+            groups[key].append(float(r["mape"]))
+            if r.get("leak_formula"):
+                leaks[key].append(float(r["leak_formula"]))
     out = {}
     for key, vals in groups.items():
         n = len(vals)
         mean = sum(vals) / n
         std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0
-        p = paper.get(key[2:])
-        out[key] = {"mean": mean, "std": std, "n": n, "paper": p,
-                    "delta": mean - p[0] if p else None, "outside": bool(p and abs(mean - p[0]) > p[1])}
+        ci = stats.t.interval(0.95, n - 1, loc=mean, scale=std / math.sqrt(n)) if n > 1 else None
+        p = paper.get(key[2:]) if key[0] != "baseline" else None
+        like = bool(p) and like_for_like(*key[2:])
+        out[key] = {"mean": mean, "std": std, "n": n, "paper": p, "ci": ci,
+                    "notes": notes_for(*key[2:]) if p else [],
+                    "leak": sum(leaks[key]) / len(leaks[key]) if leaks[key] else None,
+                    "delta": mean - p[0] if p else None, "outside": bool(like and abs(mean - p[0]) > p[1])}
     return out
 
 
 _READ_CELLS = """() => Array.from(document.querySelectorAll('table.table1 td[data-strategy]')).map(td => ({
-  backbone: td.closest('table').dataset.backbone, selection: td.closest('table').dataset.selection,
+  backbone: td.dataset.baseline ? 'baseline' : td.closest('table').dataset.backbone,
+  selection: td.closest('table').dataset.selection,
+  ci: (td.querySelector('.ci') || {}).textContent || null,
+  notes: Array.from(td.querySelectorAll('sup.pnote')).map(s => s.dataset.note),
+  leak: td.querySelector('.leak') ? parseFloat(td.querySelector('.leak').dataset.leakFormula) : null,
   strategy: td.dataset.strategy, train: td.dataset.train, test: td.dataset.test,
   empty: td.classList.contains('empty'), outside: td.classList.contains('outside'),
   ours: (td.querySelector('.ours') || {}).textContent || null,
@@ -131,6 +145,7 @@ def check_table1(page, expected: dict[tuple, dict]) -> list[str]:
         mean_txt, _, std_txt = c["ours"].strip().partition(" (")
         if not (close(mean_txt, exp["mean"]) and close(std_txt.rstrip(")"), exp["std"])):
             problems.append(f"{key}: shows {c['ours']!r}, expected {exp['mean']:.4f} ({exp['std']:.4f})")
+        problems += _check_extras(key, c, exp, close)
         if exp["paper"]:
             if not (c["paper"] and close(c["paper"].split(" (")[0], exp["paper"][0])):
                 problems.append(f"{key}: paper shows {c['paper']!r}, expected {exp['paper'][0]:.2f}")
@@ -142,6 +157,22 @@ def check_table1(page, expected: dict[tuple, dict]) -> list[str]:
             problems.append(f"{key}: paper value {c['paper']!r} where the paper has none")
     extra = [k for k, c in seen.items() if not c["empty"] and k not in expected]
     problems += [f"{k}: cell shown but not in results.csv" for k in extra]
+    return problems
+
+
+def _check_extras(key, c: dict, exp: dict, close) -> list[str]:
+    """The 95 % interval under a cell, the paper's note markers and the leakage marker."""
+    problems = []
+    if exp["ci"]:
+        low, _, high = (c["ci"] or "").strip("[] ").partition(", ")
+        if not (close(low, exp["ci"][0]) and close(high, exp["ci"][1])):
+            problems.append(f"{key}: interval shows {c['ci']!r}, "
+                            f"expected [{exp['ci'][0]:.3f}, {exp['ci'][1]:.3f}]")
+    if c["notes"] != exp["notes"]:
+        problems.append(f"{key}: paper notes {c['notes']}, expected {exp['notes']}")
+    shown = c["leak"] if c["leak"] is not None else 0.0
+    if exp["leak"] is not None and abs(shown - exp["leak"]) > 1e-6:
+        problems.append(f"{key}: leakage marker {c['leak']}, expected {exp['leak']}")
     return problems
 
 

@@ -5,6 +5,7 @@ inline SVG, and a screenshot is saved. Tampered reports must fail the same check
 from __future__ import annotations
 
 import csv
+import math
 import os
 import shutil
 from pathlib import Path
@@ -60,15 +61,22 @@ def test_report_in_chromium(small_run, browser, paper, tmp_path_factory):
     ctx, requests = browser
     html = small_run / "report.html"
     expected = expected_cells(small_run / "results.csv", paper)
-    assert len(expected) == 2 * 2 * 2  # strategies × train × test
+    models = [k for k in expected if k[0] == "megnet"]
+    # strategies × train × test, read at the selected (paper) and at the last epoch
+    assert len(models) == 2 * 2 * 2 * 2 and {k[1] for k in models} == {"paper", "last"}
+    # three baselines on every train × test, next to the models of both readings
+    assert sorted({k[2] for k in expected if k[0] == "baseline"}) == ["constant", "knn", "nearest-structure"]
+    assert len(expected) - len(models) == 3 * 2 * 2 * 2
     requests.clear()
     page = open_report(ctx, html)
     assert check_table1(page, expected) == []
-    # every delta of the grid is in the DOM
-    assert page.locator("table.table1 .delta").count() == len(expected)
-    # figures are inline SVG: learning curves and per-split strips
-    assert page.locator("#curves svg.fig").count() == 1
-    assert page.locator("#splits svg.fig").count() == 2  # values and selected epochs
+    # every delta of the grid is in the DOM; the paper's notes have their legend
+    assert page.locator("table.table1 .delta").count() == sum(1 for e in expected.values() if e["paper"])
+    assert page.locator("table.table1 td.baseline").count() == len(expected) - len(models)
+    assert "No published weights loaded" in page.locator("#paper-notes").inner_text()
+    # figures are inline SVG: learning curves per reading, per-split strips (+ selected epochs for paper)
+    assert page.locator("#curves svg.fig").count() == 2
+    assert page.locator("#splits svg.fig").count() == 3
     # several inline figures in one page: element ids stay unique and every internal reference resolves
     duplicates, dangling, n_refs = page.evaluate("""() => {
         const ids = [...document.querySelectorAll('[id]')].map(e => e.id);
@@ -80,7 +88,7 @@ def test_report_in_chromium(small_run, browser, paper, tmp_path_factory):
     assert (duplicates, dangling) == (0, 0) and n_refs > 10
     # protocol caveats and the source of the paper's numbers sit next to them
     table1 = page.locator("#table1").inner_text()
-    assert "loaded no published weights" in table1 and "arXiv:2411.18259" in table1
+    assert "arXiv:2411.18259" in table1
     assert "validation labels" in table1
     # the selection mode is labelled with the per-split detail; provenance names the command and versions
     assert "Selection mode paper" in page.locator("#splits").inner_text()
@@ -176,3 +184,38 @@ def test_a_partial_run_renders_what_is_done_and_what_is_missing(small_run, brows
     prov = page.locator("#provenance").inner_text()
     assert "Incomplete" in prov and "2 planned result(s) missing" in prov
     page.close()
+
+
+_METRIC_CELLS = """() => Array.from(document.querySelectorAll('table.metrics td[data-metric]')).map(td => {
+    const tr = td.closest('tr').dataset;
+    return [tr.backbone, tr.strategy, tr.train, tr.test, tr.selection, td.dataset.metric, td.dataset.mean];
+})"""
+_OPTIMISM_ROWS = """() => Array.from(document.querySelectorAll('table.optimism tr[data-diff]')).map(
+    tr => [tr.dataset.backbone, tr.dataset.strategy, tr.dataset.train, tr.dataset.test, tr.dataset.diff])"""
+
+
+def test_metrics_and_selection_optimism_in_chromium(small_run, browser):
+    """The table of every metric and the paper − last optimism, in the DOM, against results.csv."""
+    ctx, _ = browser
+    rows = list(csv.DictReader(open(small_run / "results.csv")))
+    page = open_report(ctx, small_run / "report.html")
+    shown = page.evaluate(_METRIC_CELLS)
+    optimism = page.evaluate(_OPTIMISM_ROWS)
+    page.close()
+    assert len(shown) == 4 * len({tuple(r[k] for k in ("backbone", "strategy", "train", "test", "selection"))
+                                  for r in rows})
+    for b, s, tr, te, sel, metric, mean in shown:
+        vals = [float(r[metric]) for r in rows if (r["backbone"], r["strategy"], r["train"], r["test"],
+                                                  r["selection"]) == (b, s, tr, te, sel)]
+        vals = [v for v in vals if not math.isnan(v)]
+        if vals:
+            assert float(mean) == pytest.approx(sum(vals) / len(vals), abs=1e-5), (b, s, tr, te, sel, metric)
+        else:  # e.g. the Spearman correlation of a constant: undefined
+            assert mean == ""
+    assert len(optimism) == 2 * 2 * 2  # every model cell has both readings
+    for b, s, tr, te, diff in optimism:
+        by = {(r["selection"], r["split"]): float(r["mape"]) for r in rows
+              if (r["backbone"], r["strategy"], r["train"], r["test"]) == (b, s, tr, te)}
+        splits = {sp for _, sp in by}
+        expected = sum(by[("paper", sp)] - by[("last", sp)] for sp in splits) / len(splits)
+        assert float(diff) == pytest.approx(expected, abs=1e-9)
