@@ -168,8 +168,9 @@ def test_run_stores_a_third_party_baseline_and_reports_a_raising_one_in_one_line
     assert ("  plugin baseline_plugin_for_tests failed: baseline exploding on dataset1 → dataset1 split 0: "
             "RuntimeError: this baseline always fails to fit\n") in stdout
     assert "2 baseline results computed (geomean, exploding, constant; in the store)" in stdout
-    rows = list(csv.DictReader(open(out / "results.csv")))
-    assert rows and {r["backbone"] for r in rows} == {"megnet"}  # the trained model's results are there
+    results = list(csv.DictReader(open(out / "results.csv")))
+    assert results and {r["backbone"] for r in results} == {"megnet", "baseline"}
+    report = (out / "report.html").read_text()
     store = Store(out / "store.sqlite", lock=False)
     try:
         rows = store.baselines()
@@ -179,7 +180,14 @@ def test_run_stores_a_third_party_baseline_and_reports_a_raising_one_in_one_line
         ("constant", "dataset1", "dataset1", 0, 19), ("geomean", "dataset1", "dataset1", 0, 19)]
     train, test = _parts(ctx, r=0)
     geo = np.exp(np.mean(np.log([r.value for r in train])))
-    assert rows[1]["metrics"]["mape"] == pytest.approx(_mape(np.full(19, geo), [r.value for r in test]))
+    expected = _mape(np.full(19, geo), [r.value for r in test])
+    assert rows[1]["metrics"]["mape"] == pytest.approx(expected)
+    # the third party's baseline is a row of results.csv and a cell of the report's Table I, for each reading
+    mine = [r for r in results if r["strategy"] == "geomean"]
+    assert sorted(r["selection"] for r in mine) == ["last", "paper"]
+    assert all(float(r["mape"]) == pytest.approx(expected) for r in mine)
+    shown = re.findall(r'data-baseline="geomean"\s+data-mean="([^"]+)"', report)
+    assert len(shown) == 2 and all(float(v) == pytest.approx(expected, abs=1e-6) for v in shown)
     info = json.loads((out / "run.json").read_text())
     assert info["baselines"] == ["geomean", "exploding", "constant"]
     assert set(info["baseline_keys"]) >= {r["key"] for r in rows} and len(info["baseline_keys"]) == 3
