@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 from conftest import SMALL
 
-ONE_JOB = ["--strategies", "scratch", "--splits", "1", "--epochs", "1"]
+ONE_JOB = ["--strategies", "scratch", "--splits", "1", "--epochs", "1", "--baselines", "none"]
+
+
+def _selected(path):
+    """The trained models' results.csv rows read at the selected epoch (each stage is also read at its last
+    epoch; the baselines have rows of their own)."""
+    rows = csv.DictReader(open(path))
+    return [r for r in rows if r["selection"] == "paper" and r["backbone"] != "baseline"]
 
 
 def _one_clear_line(err: str) -> str:
@@ -111,7 +118,7 @@ def test_bad_records_are_skipped_and_reported(cli, tmp_path, data_dir, monkeypat
     test_ids = ctx.split("userfile", 0, Protocol().training_options("userfile")).test
     assert len(ctx.dataset("userfile").records) == 27 and len(test_ids) == 5
     expected = len([i for i in test_ids if i not in {"broken-cif", "polonium", "no-cif"}])
-    rows = list(csv.DictReader(open(out / "results.csv")))
+    rows = _selected(out / "results.csv")
     assert len(rows) == 1 and int(rows[0]["n_test"]) == expected
 
 
@@ -391,5 +398,6 @@ def test_a_malformed_record_is_skipped_with_one_line(case, build, expected, cli,
     assert all(after["stages"][k] == v for k, v in before["stages"].items())
     assert before["evals"] <= after["evals"]
     assert all(after["checkpoints"][k] == v for k, v in before["checkpoints"].items())
-    rows = list(csv.DictReader(open(out / "results.csv")))
-    assert len(rows) == 1 and rows[0]["train"] == "user" and int(rows[0]["n_test"]) >= 2
+    rows = _selected(out / "results.csv")
+    # the user's records are Dataset1's: they take Dataset1's side of the split (issue 12), so few are tested
+    assert len(rows) == 1 and rows[0]["train"] == "user" and int(rows[0]["n_test"]) >= 1
