@@ -12,7 +12,7 @@ import numpy as np
 
 from .context import Context
 from .errors import PluginFailure, RecordError, UserError
-from .jobs import Plan, composition_only
+from .jobs import Plan, structures_missing
 from .protocol import SplitOptions, stable_hash
 from .store import Store
 
@@ -22,11 +22,7 @@ def baseline_mismatch(ctx: Context, baseline, datasets: Iterable[str]) -> str | 
     composition-only dataset), or None."""
     if baseline.needs != "structure":
         return None
-    for d in datasets:
-        if composition_only(ctx, d):
-            return (f"dataset {ctx.registry.dataset(d).name!r} has compositions only (no crystal structures) "
-                    f"and baseline {baseline.name} needs structures")
-    return None
+    return structures_missing(ctx, datasets, f"baseline {baseline.name} needs structures")
 
 
 def plan_baselines(ctx: Context, plan: Plan, names: Iterable[str]) -> None:

@@ -211,6 +211,17 @@ class TableRun(Command):
         _summary(run.path, outcome, result, self.skipped, run.plan, self.run_info)
 
 
+#: --split-by and --decontaminate, the same on `run` and `select`
+split_by_option = click.option(
+    "--split-by", type=click.Choice(sorted(SPLIT_MODES), case_sensitive=False), default=None,
+    help="Which records stay on the same side of a split: random (the paper: none), formula (same reduced "
+         "formula), chemsys (same elements) or prototype (same structure type) [default: random].")
+decontaminate_option = click.option(
+    "--decontaminate", type=click.Choice(sorted(DECONTAMINATE_MODES), case_sensitive=False), default=None,
+    help="Pretraining stages (e.g. AFLOW in double) leave out records whose formula or structure is in a "
+         "train or test dataset of the run [default: off, the paper; select: structure].")
+
+
 @cli.command()
 @click.option("--preset", type=click.Choice(sorted(PRESETS), case_sensitive=False), default="paper",
               show_default=True, help="Protocol defaults; explicit options override them.")
@@ -263,13 +274,8 @@ class TableRun(Command):
 @click.option("--early-stop", type=click.IntRange(1), default=None,
               help="Stop a stage after N epochs without a better validation MAPE "
                    "(default: off, as the paper).")
-@click.option("--split-by", type=click.Choice(sorted(SPLIT_MODES), case_sensitive=False), default=None,
-              help="Which records stay on the same side of a split: random (the paper: none), formula "
-                   "(same reduced formula), chemsys (same elements) or prototype (same structure type) "
-                   "[default: random].")
-@click.option("--decontaminate", type=click.Choice(sorted(DECONTAMINATE_MODES), case_sensitive=False),
-              default=None, help="Pretraining stages (e.g. AFLOW in double) leave out records whose formula "
-              "or structure is in a train or test dataset of the run [default: off, the paper].")
+@split_by_option
+@decontaminate_option
 @click.option("--compile", "compile_", type=click.Choice(COMPILE_MODES, case_sensitive=False), default=None,
               help="Let backbones compile their training step (torch.compile; same function, rounding "
                    "aside): auto = stages of at least 1,000 steps on CPU "
@@ -405,25 +411,21 @@ def _failures(out_dir, outcome, result) -> None:
 @click.option("--progress/--no-progress", default=None)
 @click.option("--report", "report_only", is_flag=True,
               help="Only rewrite the study outputs from the store (no training), e.g. while a run goes on.")
-@click.option("--split-by", type=click.Choice(sorted(SPLIT_MODES), case_sensitive=False), default=None,
-              help="Which records stay on the same side of a split: random (the paper: none), formula "
-                   "(same reduced formula), chemsys (same elements) or prototype (same structure type) "
-                   "[default: random].")
-@click.option("--decontaminate", type=click.Choice(sorted(DECONTAMINATE_MODES), case_sensitive=False),
-              default=None, help="Pretraining stages (e.g. AFLOW in double) leave out records whose formula "
-              "or structure is in a train or test dataset of the run [default: off, the paper].")
+@split_by_option
+@decontaminate_option
 @click.option("--compile", "compile_", type=click.Choice(COMPILE_MODES, case_sensitive=False), default=None,
               help="As for run [default: $PARAISITE_BENCH_COMPILE or auto].")
 def select(candidates, dataset, repeats, epochs, pretrain_epochs, pretrain_batch_size, stage_epochs,
            subsample, rule, seed, selection, out, data_dir, cache_dir, workers, threads, plugin_modules,
-           progress, report_only, compile_=None, split_by=None):
+           progress, report_only, compile_=None, split_by=None, decontaminate=None):
     """Model-selection stability study (the paper's Fig. 2): rank candidates by a stated rule."""
     study = StabilityStudy(
         candidates=tuple(candidates.split(",")), dataset=dataset, repeats=repeats, rule=rule, epochs=epochs,
         pretrain_epochs=pretrain_epochs, pretrain_batch_size=pretrain_batch_size,
         stage_epochs=_pairs(stage_epochs, "--stage-epochs") or (),
         subsample=_pairs(subsample, "--subsample") or (),
-        seed=seed, selection=_lower(selection), report_only=report_only, split_by=_lower(split_by))
+        seed=seed, selection=_lower(selection), report_only=report_only, split_by=_lower(split_by),
+        decontaminate=_lower(decontaminate))
     run_command(study, LaunchOptions(out=out, data_dir=data_dir, cache_dir=cache_dir,
                                      plugin_modules=tuple(plugin_modules), workers=workers, threads=threads,
                                      device="cpu", compile_mode=_lower(compile_), progress=progress))

@@ -49,16 +49,22 @@ def composition_only(ctx: Context, dataset: str) -> bool:
     return any(ctx.registry.dataset(a).input_kind == "composition" for a in ctx.atomic_names(dataset))
 
 
+def structures_missing(ctx: Context, datasets, who: str) -> str | None:
+    """Why ``who`` (a model or baseline that needs crystal structures) cannot use one of ``datasets``
+    (a composition-only dataset), or None."""
+    for d in datasets:
+        if composition_only(ctx, d):
+            return (f"dataset {ctx.registry.dataset(d).name!r} has compositions only (no crystal structures) "
+                    f"and {who}")
+    return None
+
+
 def input_mismatch(ctx: Context, backbone, datasets) -> str | None:
     """Why ``backbone`` cannot use one of ``datasets`` (a structure backbone on a composition-only
     dataset), or None."""
     if backbone.input_kind != "structure":
         return None
-    for d in datasets:
-        if composition_only(ctx, d):
-            return (f"dataset {ctx.registry.dataset(d).name!r} has compositions only (no crystal structures) "
-                    f"and {backbone.name} is a structure backbone")
-    return None
+    return structures_missing(ctx, datasets, f"{backbone.name} is a structure backbone")
 
 
 def resolved_init(bb, init: Init) -> Init:

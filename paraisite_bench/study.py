@@ -309,6 +309,8 @@ class StabilityStudy(Command):
     selection: str | None = None
     report_only: bool = False
     split_by: str | None = None
+    #: how pretraining stages leave out the target's records (None: structure; see build_study_plan)
+    decontaminate: str | None = None
     log_name = "select.log"
 
     def __post_init__(self):
@@ -344,6 +346,7 @@ class StabilityStudy(Command):
         batches = {d: self.pretrain_batch_size for d in pre} if self.pretrain_batch_size else {}
         return protocol_with(PRESETS["paper"]["protocol"], splits=self.repeats, epochs=self.epochs,
                              seed=self.seed, selection=self.selection, split_by=self.split_by,
+                             decontaminate=self.decontaminate,
                              stage_epochs=tuple(sorted(per_stage.items())),
                              stage_batch_size=tuple(sorted(batches.items())), subsample=tuple(self.subsample))
 
