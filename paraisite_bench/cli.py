@@ -36,6 +36,7 @@ from .orchestrate import (
     write_outputs,
 )
 from .outputs import machine_info, rewrite_outputs, write_csv
+from .overlap import split_fractions
 from .plugins import KINDS, plugin_distributions
 from .protocol import PRESETS, SELECTION_MODES, SPLIT_MODES, Protocol, SplitOptions
 from .report import ordered_sections
@@ -197,6 +198,8 @@ class TableRun(Command):
             "labels": {n: registry.dataset(n).label for n in dict.fromkeys(self.train + self.test)},
             "strategy_descriptions": {s: registry.strategy(s).description for s in self.strategies},
             "data": {n: ctx.dataset(n).fingerprint for n in used},
+            "test_fractions": {n: [round(f, 4) for f in split_fractions(ctx, n, SplitOptions.of(
+                self.protocol.training_options(n)))] for n in used},
             "notes": self.notes, "plugins": plugin_distributions(registry),
         }
 
@@ -316,7 +319,10 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
     echo(f"paraisite-bench: {outcome.trained} stages trained, {outcome.reused} reused, "
          f"{len(outcome.failed)} failed, {outcome.evaluated} evaluations, {outcome.wall_s:.0f} s")
     if run_info["protocol"].get("split_by", "random") != "random":
-        echo(f"  splits grouped by {run_info['protocol']['split_by']}: not the paper's random splits")
+        fractions = run_info["test_fractions"].items()
+        spread = "; ".join(f"{n} {min(f):.2f}–{max(f):.2f}" for n, f in fractions if f)
+        echo(f"  splits grouped by {run_info['protocol']['split_by']}: not the paper's random splits "
+             f"(held-out fraction per split: {spread})")
     if outcome.baselines:
         echo(f"  {outcome.baselines} baseline results computed ({', '.join(plan.baselines)}; in the store)")
     if run_info.get("early_stop"):
