@@ -16,7 +16,8 @@ from __future__ import annotations
 import dataclasses
 
 from .errors import PluginFailure
-from .overlap import formula_key, matching_ids, seen_counts
+from .overlap import formula_key, seen_counts
+from .train import removed_ids, stage_ids
 
 DECONTAMINATE_MODES = {
     "off": "pretraining stages train on every record of their dataset (the paper)",
@@ -38,14 +39,6 @@ def decontamination(ctx, dataset: str, targets, by: str) -> dict | None:
     if by == "off" or not against:
         return None
     return {"by": by, "against": against}
-
-
-def removed_ids(ctx, dataset: str, options: dict) -> set[str]:
-    """Ids a stage with ``options`` on ``dataset`` leaves out (empty unless it is decontaminated)."""
-    deco = options.get("decontaminate")
-    if not deco:
-        return set()
-    return matching_ids(ctx, dataset, deco["against"], deco["by"])
 
 
 def decontaminated_rows(ctx, stages) -> list[dict]:
@@ -77,8 +70,6 @@ def chain_of(plan, key: str) -> list:
 def audit_cells(ctx, plan) -> list[dict]:
     """The plan's cells as dicts with ``leak_formula`` and ``leak_structure`` (None where the records of a
     stage or test could not be featurised: then the audit is unknown, not zero)."""
-    from .train import stage_ids  # train imports torch: only when a run is audited
-
     trained: dict[str, list[str]] = {}
     out = []
     for cell in plan.cells:

@@ -25,7 +25,7 @@ import numpy as np
 from .context import Context
 from .errors import UserError
 from .jobs import Cell, Plan, add_stage, check_splits, input_mismatch, resolved_init
-from .leakage import decontamination, removed_ids
+from .leakage import decontamination
 from .orchestrate import Command, Launch, RunDir, command_line, echo_failures, protocol_with, warn
 from .outputs import rewrite_outputs, write_failures
 from .plugins import Registry
@@ -34,6 +34,7 @@ from .report import ordered_sections
 from .results import stage_rows
 from .runner import RunOutcome
 from .strategy import TARGET, Init, Stage
+from .train import removed_ids
 
 #: What the repeats vary, said wherever the study's numbers are shown.
 REPEATS_VARY = ("repeat r = split r of the target (identical for every candidate) and training seed "

@@ -16,7 +16,7 @@ from .compilation import wants_compile
 from .context import Context
 from .data import Target
 from .errors import UserError
-from .leakage import removed_ids
+from .overlap import matching_ids
 from .strategy import Init
 
 
@@ -126,6 +126,15 @@ def _optimizer(params, lr: float, loop: str, device: torch.device):
             params = list(params)  # fused Adam is not available for this device
             return torch.optim.Adam(params, lr=lr, foreach=True)
     return torch.optim.Adam(params, lr=lr)
+
+
+def removed_ids(ctx: Context, dataset: str, options: dict) -> set[str]:
+    """Ids a stage with ``options`` on ``dataset`` leaves out: none, unless it is a decontaminated pretraining
+    stage (``options["decontaminate"]``, see :mod:`paraisite_bench.leakage`)."""
+    deco = options.get("decontaminate")
+    if not deco:
+        return set()
+    return matching_ids(ctx, dataset, deco["against"], deco["by"])
 
 
 def stage_ids(ctx: Context, spec: StageSpec) -> tuple[list[str], list[str]]:
