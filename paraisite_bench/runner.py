@@ -181,7 +181,8 @@ class Schedule:
             self.store.save_stage(spec.record(), result["summary"], result["checksum"])
             self.outcome.trained += 1
         self.store.save_evals(spec.key, result["evals"])
-        self.outcome.evaluated += len(result["evals"])
+        # an evaluation is one test set, whatever the number of readings (paper and last) stored for it
+        self.outcome.evaluated += len({e["test"] for e in result["evals"]})
         self.ready.add(spec.key)
 
     def run(self, pool: Executor, progress: Progress) -> None:

@@ -13,8 +13,8 @@ from conftest import SMALL
 
 #: scratch + double on Dataset1 (double depends on the AFLOW stage of the same split), 1 split.
 GRID = [*SMALL, "--strategies", "scratch,double", "--train", "dataset1", "--test", "dataset1,aflow",
-        "--splits", "1"]
-COMPARED = ("backbone", "strategy", "train", "test", "split", "mape", "n_test", "best_epoch", "chain",
+        "--splits", "1", "--baselines", "none"]
+COMPARED = ("backbone", "strategy", "train", "test", "split", "mape", "n_test", "epoch", "selection", "chain",
             "stage_key")
 
 

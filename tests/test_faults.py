@@ -137,8 +137,10 @@ def _hammer(path: str, writer: int, n: int, barrier) -> None:
         spec = {"key": f"w{writer}-{i}", "label": "x"}
         store.save_stage(spec, {"best_epoch": 1, "best_val": 0.5, "n_train": 1, "n_val": 1,
                                 "weights_info": {}, "curves": [{"epoch": 1}], "wall_s": 0.0}, "digest")
-        store.save_evals(spec["key"], [{"test": "dataset1", "metric": "mape", "value": 0.1, "n_test": 3},
-                                       {"test": "dataset2", "metric": "mape", "value": 0.2, "n_test": 4}])
+        store.save_evals(spec["key"], [
+            {"test": "dataset1", "selection": "paper", "metrics": {"mape": 0.1, "spearman": 0.5},
+             "n_test": 3},
+            {"test": "dataset2", "selection": "last", "metrics": {"mape": 0.2}, "n_test": 4}])
     store.close()
 
 
@@ -158,7 +160,7 @@ def test_concurrent_writers_below_the_lock_do_not_corrupt_the_store(tmp_path):
     con = sqlite3.connect(path)
     assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert con.execute("SELECT count(*) FROM stages WHERE status='done'").fetchone() == (600,)
-    assert con.execute("SELECT count(*) FROM evals").fetchone() == (1200,)
+    assert con.execute("SELECT count(*) FROM evals").fetchone() == (1800,)  # 3 metric values a stage
 
 
 def test_the_store_lock_is_released_on_close_and_by_a_killed_process(tmp_path):
@@ -258,20 +260,20 @@ def test_a_failed_evaluation_of_a_finished_stage_loses_nothing_stored(tmp_path):
     summary = {"best_epoch": 2, "best_val": 0.5, "n_train": 76, "n_val": 19, "weights_info": {},
                "curves": [{"epoch": 1}], "wall_s": 1.0}
     store.save_stage(trained, summary, "digest")
-    first = {"test": "dataset1", "metric": "mape", "value": 0.5, "n_test": 19}
+    first = {"test": "dataset1", "selection": "paper", "metrics": {"mape": 0.5}, "n_test": 19, "epoch": 2}
     store.save_evals("k1", [first])
     store.save_failure(trained, "RuntimeError: size mismatch")
     store.save_failure(dict(trained, key="k2", label="megnet:random>dataset2#0"), "RuntimeError: boom")
 
     row = store.stage("k1")
     assert (row["status"], row["error"], row["checksum"]) == ("done", "RuntimeError: size mismatch", "digest")
-    assert store.evals("k1") == {"dataset1": {"metric": "mape", "value": 0.5, "n_test": 19}}
+    assert store.evals("k1") == {"dataset1": {"paper": {"metrics": {"mape": 0.5}, "n_test": 19, "epoch": 2}}}
     assert store.stage("k2")["status"] == "failed"
     write_failures(tmp_path, stage_rows(["k1", "k2"], store))
     listed = list(csv.DictReader(open(tmp_path / "failures.csv")))
     assert [(r["label"], r["error"]) for r in listed] == [
         ("megnet:random>dataset1#0", "RuntimeError: size mismatch"),
         ("megnet:random>dataset2#0", "RuntimeError: boom")]
-    store.save_evals("k1", [dict(first, test="dataset2", value=0.4)])
+    store.save_evals("k1", [dict(first, test="dataset2", metrics={"mape": 0.4})])
     assert store.stage("k1")["error"] is None and set(store.evals("k1")) == {"dataset1", "dataset2"}
     store.close()

@@ -28,8 +28,10 @@ from conftest import REPO, TESTS
 pytest.importorskip("ray", reason="the test extra installs ray")
 
 GRID = ["--preset", "quick", "--strategies", "scratch", "--train", "dataset1", "--test", "dataset1",
-        "--splits", "1", "--epochs", "2", "--threads", "1", "--no-progress"]
-COMPARED = ("backbone", "strategy", "train", "test", "split", "mape", "n_test", "best_epoch", "stage_key")
+        "--splits", "1", "--epochs", "2", "--threads", "1", "--no-progress", "--baselines",
+        "none"]
+COMPARED = ("backbone", "strategy", "train", "test", "split", "mape", "n_test", "epoch", "selection",
+            "stage_key")
 LOOPBACK = ("127.0.0.1", "::ffff:127.0.0.1")
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from paraisite_bench.report import fragment
-from paraisite_bench.results import BASELINE, DATASET_ORDER, STRATEGY_ORDER, ReportData, metrics_in
+from paraisite_bench.results import BASELINE, DATASET_ORDER, STRATEGY_ORDER, ReportData, metric_of, metrics_in
 from paraisite_bench.stats import CELL_KEYS, compare, split_means
 
 from .paired import run_test_fraction
@@ -28,7 +28,7 @@ def optimism(data: ReportData) -> list[dict]:
     split (Nadeau–Bengio interval and p): how much choosing the epoch on the reported split flatters it."""
     out = []
     rows = [r for r in data.rows if r["backbone"] != BASELINE]
-    for metric in {r["metric"] for r in rows}:
+    for metric in {metric_of(r) for r in rows}:
         per = split_means(rows, metric)
         fraction = run_test_fraction(data, "paper")
         for cell, paper in per.items():
