@@ -149,7 +149,7 @@ def test_run_on_a_head_node_gives_the_inline_results(head, cli, tmp_path):
     assert proc.returncode == 0, err
     assert "1 stages trained" in text
     assert _rows(tmp_path / "ray" / "results.csv") == _rows(tmp_path / "inline" / "results.csv")
-    assert len(_rows(tmp_path / "inline" / "results.csv")) == 1
+    assert len(_rows(tmp_path / "inline" / "results.csv")) == 2  # the selected and the last epoch
 
 
 def _done(db: Path) -> dict:
