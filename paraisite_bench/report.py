@@ -101,9 +101,12 @@ def table_grids(data: ReportData) -> list[dict]:
     """Table I as grids, one per backbone × selection mode: strategy blocks of train rows × test columns;
     each cell with our aggregate (or None), the paper's number, the difference and the outside mark."""
     planned = data.planned()
+    # the runs' own selection modes first (a paper run's `last` reading comes after its `paper` grid)
+    headline = {(run.get("protocol") or {}).get("selection") for run in data.runs}
     grids = []
     for backbone in data.backbones:
-        sels = sorted({r["selection"] for r in data.table if r["backbone"] == backbone}) or ["-"]
+        sels = sorted({r["selection"] for r in data.table if r["backbone"] == backbone},
+                      key=lambda s: (s not in headline, s)) or ["-"]
         for selection in sels:
             rows = [r for r in data.table if r["backbone"] == backbone and r["selection"] == selection]
             cells = {(r["strategy"], r["train"], r["test"]): r for r in rows}

@@ -199,7 +199,7 @@ def _leak_means(rows: list[dict]) -> dict:
     out = {}
     for k in sorted({k for r in rows for k in r if k.startswith("leak_")}):
         values = [float(r[k]) for r in rows if r[k] not in (None, "")]
-        out[k] = round(sum(values) / len(values), 2) if values else ""
+        out[k] = round(sum(values) / len(values), 6) if values else ""
     return out
 
 
