@@ -25,7 +25,8 @@ def test_a_full_disk_during_a_checkpoint_write_is_one_line_and_resumable(cli, tm
     straight = tmp_path / "straight"
     code, _, err = cli(*ARGS, "--out", str(straight))
     assert code == 0, err
-    (key,) = {r["stage_key"] for r in csv.DictReader(open(straight / "results.csv"))}  # read twice: paper, last
+    # one stage, read twice (paper and last)
+    (key,) = {r["stage_key"] for r in csv.DictReader(open(straight / "results.csv"))}
 
     out = tmp_path / "full"
     ckpts = out / "checkpoints"
