@@ -11,7 +11,7 @@ from markupsafe import Markup
 from paraisite_bench.protocol import SELECTION_MODES
 from paraisite_bench.reference import PAPER_BACKBONE, PAPER_TABLE1
 from paraisite_bench.report import backbone_comparison, fragment, heat, table_grids
-from paraisite_bench.results import DATASET_ORDER, ReportData, metric_value
+from paraisite_bench.results import BASELINE, DATASET_ORDER, ReportData, metric_value
 
 PACKAGE = "paraisite_report"
 HEAT_LEGEND = (0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5)
@@ -34,7 +34,7 @@ def table1_section(data: ReportData) -> str | None:
 
 
 def backbones_section(data: ReportData) -> str | None:
-    backbones = sorted({r["backbone"] for r in data.table})
+    backbones = sorted({r["backbone"] for r in data.table} - {BASELINE})  # trained models only
     if len(backbones) < 2:
         return None
     return fragment("section_backbones.html", package=PACKAGE, views=backbone_comparison(data),
