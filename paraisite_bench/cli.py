@@ -318,17 +318,18 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
     echo("")
     echo(f"paraisite-bench: {outcome.trained} stages trained, {outcome.reused} reused, "
          f"{len(outcome.failed)} failed, {outcome.evaluated} evaluations, {outcome.wall_s:.0f} s")
-    if run_info["protocol"].get("split_by", "random") != "random":
-        fractions = run_info["test_fractions"].items()
+    protocol = run_info.get("protocol") or {}
+    if protocol.get("split_by", "random") != "random":
+        fractions = run_info.get("test_fractions", {}).items()
         spread = "; ".join(f"{n} {min(f):.2f}–{max(f):.2f}" for n, f in fractions if f)
-        echo(f"  splits grouped by {run_info['protocol']['split_by']}: not the paper's random splits "
+        echo(f"  splits grouped by {protocol['split_by']}: not the paper's random splits "
              f"(held-out fraction per split: {spread})")
     if outcome.baselines:
         echo(f"  {outcome.baselines} baseline results computed ({', '.join(plan.baselines)}; in the store)")
     if run_info.get("early_stop"):
         echo(f"  early stopping was ON (patience {run_info['early_stop']} epochs): not the paper's protocol")
     by = {}
-    headline = run_info["protocol"]["selection"]
+    headline = protocol.get("selection", "paper")
     # the protocol's selection mode; the others (e.g. `last`) are in table1.csv and the report
     for r in table:
         if r["selection"] == headline:
@@ -383,8 +384,11 @@ def _failures(out_dir, outcome, result) -> None:
     echo = click.echo
     echo_failures(out_dir, outcome)
     if result.missing:
-        planned = len(result.rows) + len(result.missing)
-        echo(f"  {len(result.rows)} of {planned} planned results present, {len(result.missing)} missing "
+        # a planned result is a cell and split of a trained model (read once or more; baselines aside)
+        present = len({(r["backbone"], r["strategy"], r["train"], r["test"], int(r["split"]))
+                       for r in result.rows if r["backbone"] != BASELINE})
+        planned = present + len(result.missing)
+        echo(f"  {present} of {planned} planned results present, {len(result.missing)} missing "
              "(see the report's provenance); run the same command again to resume")
 
 

@@ -52,3 +52,12 @@ def cli(capsys):
 
 #: A small real grid: Dataset1 and a 60-structure AFLOW subsample, 2 splits, 2 epochs.
 SMALL = ["--preset", "quick", "--splits", "2", "--epochs", "2", "--subsample", "aflow=60", "--no-progress"]
+
+
+def model_rows(path, selection: str = "paper") -> list[dict]:
+    """The trained models' rows of a results.csv read under one selection mode (a paper-regime stage is read
+    at its selected and at its last epoch; baselines have rows of their own)."""
+    import csv
+
+    with open(path, newline="") as fh:
+        return [r for r in csv.DictReader(fh) if r["backbone"] != "baseline" and r["selection"] == selection]

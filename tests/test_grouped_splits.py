@@ -4,6 +4,7 @@ here from the raw JSON with pymatgen, not with paraisite_bench.overlap."""
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import warnings
@@ -205,8 +206,11 @@ def test_run_split_by_formula_and_a_refused_split(cli, data_dir, tmp_path):
     assert code == 0, err
     info = json.loads((out / "run.json").read_text())
     assert info["protocol"]["split_by"] == "formula" and "not the paper's random splits" in stdout
-    rows = (out / "results.csv").read_text().splitlines()
-    assert len(rows) == 2  # header + one result: dataset1, split 0
+    rows = [r for r in csv.DictReader(open(out / "results.csv")) if r["backbone"] != "baseline"]
+    # one result (dataset1, split 0), read at the selected and at the last epoch
+    assert sorted((r["split"], r["selection"]) for r in rows) == [("0", "last"), ("0", "paper")]
+    n_test = int(rows[0]["n_test"])
+    assert f"held-out fraction per split: dataset1 {n_test / 95:.2f}–{n_test / 95:.2f}" in stdout
 
     assert len({prototype(r) for r in raw(data_dir, "dataset2")}) == 1
     code, stdout, err = cli("run", *SMALL, "--strategies", "scratch", "--train", "dataset2", "--test",

@@ -53,8 +53,9 @@ def test_the_cells_frame_pivots_like_table1(run_dir):
     cells = paraisite_bench.load_results(run_dir).cells
     pivot = cells.query("selection == 'paper'").pivot_table("mape_mean", ["strategy", "train"], "test")
     results = paraisite_bench.load_results(run_dir).results
-    paper = results[results.selection == "paper"]
+    paper = results[(results.selection == "paper") & (results.strategy == "scratch")]
     assert pivot.loc[("scratch", "dataset1"), "dataset1"] == pytest.approx(paper.mape.mean(), abs=1e-6)
+    assert set(results.backbone) == {"megnet", "baseline"}
 
 
 def test_no_run_directory_is_a_clear_error(tmp_path):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 import re
 
 import plugins_for_tests
 import pytest
-from conftest import SMALL
+from conftest import SMALL, model_rows
 
 from paraisite_bench.plugins import load_registry
 
@@ -50,7 +49,7 @@ def test_a_plugin_strategy_runs_without_core_changes(cli, tmp_path):
     code, stdout, err = cli("run", *SMALL, "--plugin", "plugins_for_tests", "--strategies", "DOUBLE-D2",
                             "--train", "dataset1", "--test", "dataset1", "--splits", "1", "--out", str(out))
     assert code == 0, err
-    rows = list(csv.DictReader(open(out / "results.csv")))
+    rows = model_rows(out / "results.csv")
     assert [r["chain"] for r in rows] == ["weights:eform>dataset2>dataset1"]
     assert rows[0]["weights_loaded"] == "106/106"
     assert plugins_for_tests.register_strategies  # the module really was the provider
@@ -71,7 +70,7 @@ def test_a_failing_backbone_does_not_stop_the_grid(cli, tmp_path):
                             "--splits", "1", "--out", str(out))
     assert code == 1
     assert "FAILED failing:random>dataset1#0: RuntimeError: this backbone always fails to build" in stdout
-    rows = list(csv.DictReader(open(out / "results.csv")))
+    rows = model_rows(out / "results.csv")
     assert [r["backbone"] for r in rows] == ["megnet"]
 
 
@@ -98,5 +97,5 @@ def test_hook_docstring_examples_run(hook, code, tmp_path, monkeypatch, cli):
     code_, out, err = cli("run", *SMALL, "--plugin", f"example_{hook}", *args, "--splits", "1",
                           "--out", str(tmp_path / "r"))
     assert code_ == 0, err
-    rows = list(csv.DictReader(open(tmp_path / "r" / "results.csv")))
+    rows = model_rows(tmp_path / "r" / "results.csv")
     assert len(rows) == 1 and float(rows[0]["mape"]) > 0

@@ -23,11 +23,11 @@ from paraisite_bench.results import load_runs
 
 #: the columns of a κ-only run, as every earlier version wrote them
 KAPPA_RESULT_HEADER = ("backbone,strategy,train,test,split,seed,mape,mae_log,spearman,r2_log,n_test,epoch,"
-                       "selection,chain,weights_loaded,stage_key")
+                       "selection,chain,weights_loaded,stage_key,leak_formula,leak_structure")
 KAPPA_TABLE_HEADER = ("backbone,strategy,train,test,selection,"
                       + ",".join(f"{m}_{s}" for m in ("mape", "mae_log", "spearman", "r2_log")
                                  for s in ("mean", "std", "ci_low", "ci_high"))
-                      + ",n_splits,n_seeds,paper_mean,paper_std,paper_source")
+                      + ",n_splits,n_seeds,paper_mean,paper_std,paper_source,leak_formula,leak_structure")
 
 
 def _rows(path):
@@ -49,7 +49,7 @@ def kappa_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("sections") / "run"
     try:
         main(["run", *SMALL, "--strategies", "scratch", "--train", "dataset1", "--test", "dataset1",
-              "--plugin", "report_plugin_for_tests", "--out", str(out)])
+              "--plugin", "report_plugin_for_tests", "--baselines", "none", "--out", str(out)])
     except SystemExit as exc:
         assert not exc.code, f"run failed with exit status {exc.code}"
     return out
@@ -120,19 +120,23 @@ def test_a_regression_target_writes_mae_columns(cli, tmp_path, data_dir):
     the Table I means and stds are those of the per-split values."""
     out = tmp_path / "mixed"
     code, _, err = cli("run", *SMALL, "--plugin", "report_plugin_for_tests", "--strategies", "scratch",
-                       "--train", "d1_logk", "--test", "d1_logk,dataset1", "--epochs", "1", "--out", str(out))
+                       "--train", "d1_logk", "--test", "d1_logk,dataset1", "--epochs", "1", "--baselines",
+                       "none", "--out", str(out))
     assert code == 0, err
     header = (out / "results.csv").read_text().splitlines()[0].split(",")
-    assert header[5:7] == ["mape", "mae"] and header[:5] == KAPPA_RESULT_HEADER.split(",")[:5]
-    rows = _rows(out / "results.csv")
+    # the headlines first (MAPE for κ, MAE for the other target), then the further metrics of both kinds
+    assert header[6:12] == ["mape", "mae", "mae_log", "spearman", "r2_log", "r2"]
+    assert header[:6] == KAPPA_RESULT_HEADER.split(",")[:6]
+    rows = [r for r in _rows(out / "results.csv") if r["selection"] == "paper"]
     by_test = {t: [r for r in rows if r["test"] == t] for t in ("d1_logk", "dataset1")}
     assert all(r["mae"] and not r["mape"] for r in by_test["d1_logk"]) and len(by_test["d1_logk"]) == 2
     assert all(r["mape"] and not r["mae"] for r in by_test["dataset1"]) and len(by_test["dataset1"]) == 2
     values = [r.value for r in _log_kappa(LoadContext(data_dir))]
     spread = max(values) - min(values)
     assert all(0 < float(r["mae"]) < spread for r in by_test["d1_logk"])
-    table = {t["test"]: t for t in _rows(out / "table1.csv")}
-    assert list(table["d1_logk"])[5:9] == ["mape_mean", "mape_std", "mae_mean", "mae_std"]
+    table = {t["test"]: t for t in _rows(out / "table1.csv") if t["selection"] == "paper"}
+    assert list(table["d1_logk"])[5:13] == [f"{m}_{s}" for m in ("mape", "mae")
+                                            for s in ("mean", "std", "ci_low", "ci_high")]
     maes = [float(r["mae"]) for r in by_test["d1_logk"]]
     assert float(table["d1_logk"]["mae_mean"]) == pytest.approx(statistics.mean(maes), abs=1e-6)
     assert float(table["d1_logk"]["mae_std"]) == pytest.approx(statistics.stdev(maes), abs=1e-6)
