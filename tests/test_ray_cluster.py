@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TESTS
+from conftest import REPO, TESTS, model_rows
 
 pytest.importorskip("ray", reason="the test extra installs ray")
 
@@ -192,7 +192,7 @@ def test_a_killed_ray_worker_is_a_failed_job_and_the_same_command_completes_it(h
     con = sqlite3.connect(out / "store.sqlite")
     assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     con.close()
-    assert [r["backbone"] for r in csv.DictReader(open(out / "results.csv"))] == ["megnet"]
+    assert [r["backbone"] for r in model_rows(out / "results.csv")] == ["megnet"]
 
     proc = _run(head, args, out)
     text, err = proc.communicate(timeout=300)
@@ -200,4 +200,4 @@ def test_a_killed_ray_worker_is_a_failed_job_and_the_same_command_completes_it(h
     assert "1 stages trained, 1 reused" in text
     after = _done(out / "store.sqlite")
     assert len(after) == 2 and before.items() <= after.items()
-    assert sorted(r["backbone"] for r in csv.DictReader(open(out / "results.csv"))) == ["megnet", "sleepy"]
+    assert sorted(r["backbone"] for r in model_rows(out / "results.csv")) == ["megnet", "sleepy"]

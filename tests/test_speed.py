@@ -117,9 +117,10 @@ def test_fast_loop_gives_the_plain_loop_results(ctx, dataset, init, compile_mode
         assert b["train_mape"] == pytest.approx(a["train_mape"], rel=1e-4)
         assert b["val_mape"] == pytest.approx(a["val_mape"], rel=1e-4)
         assert b["lr"] == a["lr"]
+    assert len(p_ev) == len(f_ev) == 2 * 2  # two tests, each read at the selected and at the last epoch
     for a, b in zip(p_ev, f_ev):
-        assert (a["test"], a["n_test"]) == (b["test"], b["n_test"])
-        assert b["value"] == pytest.approx(a["value"], rel=1e-4)
+        assert (a["test"], a["selection"], a["n_test"]) == (b["test"], b["selection"], b["n_test"])
+        assert b["metrics"]["mape"] == pytest.approx(a["metrics"]["mape"], rel=1e-4)
     for k, v in p_pay["model"].items():
         assert torch.allclose(v, f_pay["model"][k], rtol=1e-3, atol=1e-5), k
 
