@@ -201,16 +201,20 @@ def structure_matches(ctx, a: str, b: str) -> list[tuple[str, str]]:
 
 
 def _partners(ctx, a: str, b: str) -> dict[str, set[str]]:
-    """id in atomic ``a`` -> ids of atomic ``b`` with a matching structure (a record matches itself)."""
-    out: dict[str, set[str]] = defaultdict(set)
-    for x, y in structure_matches(ctx, a, b):
-        out[x].add(y)
+    """id in atomic ``a`` -> ids of atomic ``b`` with a matching structure (a record matches itself); built
+    once per run (the leakage audit asks for it for every cell)."""
+    memo = _memo(ctx)
+    if ("partners", a, b) not in memo:
+        out: dict[str, set[str]] = defaultdict(set)
+        for x, y in structure_matches(ctx, a, b):
+            out[x].add(y)
+            if a == b:
+                out[y].add(x)
         if a == b:
-            out[y].add(x)
-    if a == b:
-        for rid in ctx.dataset(a).records:
-            out[rid].add(rid)
-    return out
+            for rid in ctx.dataset(a).records:
+                out[rid].add(rid)
+        memo[("partners", a, b)] = dict(out)
+    return memo[("partners", a, b)]
 
 
 def matching_ids(ctx, dataset: str, against: list[str], by: str) -> set[str]:

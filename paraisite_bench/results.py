@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .reference import PAPER_BACKBONE, PAPER_TABLE1
-from .stats import BASELINE, mean_interval
+from .stats import BASELINE, mean_interval, split_means
 from .store import Store
 
 #: results.csv columns around the metric columns (``mape`` for κ; one column per metric of the run)
@@ -145,20 +145,11 @@ def _weights_loaded(store: Store, key: str) -> str:
     return ""
 
 
-def _per_split(rows: list[dict], metric: str) -> list[float]:
-    """One value per split: the mean over the split's seeds (a cell trained with K seeds per split counts
-    each split once). NaN values (an undefined correlation) are left out."""
-    by_split: dict = defaultdict(list)
-    for r in rows:
-        v = r.get(metric)
-        if v not in (None, "") and not math.isnan(float(v)):
-            by_split[int(r["split"])].append(float(v))
-    return [sum(v) / len(v) for _, v in sorted(by_split.items())]
-
-
 def _metric_stats(rows: list[dict], metric: str) -> dict:
     """Mean, sample std (ddof=1) and the 95 % t interval of the mean over splits of one metric."""
-    vals = _per_split(rows, metric)
+    # seeds averaged within a split first, NaN (an undefined correlation) left out: stats.split_means
+    per_split = next(iter(split_means(rows, metric).values()), {})
+    vals = [v for _, v in sorted(per_split.items())]
     if not vals:
         return {}
     n = len(vals)
@@ -235,9 +226,14 @@ def stage_rows(stage_keys, store: Store) -> list[dict]:
 
 # ---- the data every report section reads ------------------------------------------------------
 
+def rank(name: str, order=DATASET_ORDER) -> int:
+    """Where ``name`` stands in the paper's order (datasets by default); unknown names after the known."""
+    return order.index(name) if name in order else len(order)
+
+
 def ordered(names, order=DATASET_ORDER) -> list[str]:
     """``names`` in the paper's order (known names first), then alphabetically."""
-    return sorted(names, key=lambda n: (order.index(n) if n in order else 99, n))
+    return sorted(names, key=lambda n: (rank(n, order), n))
 
 
 @dataclass

@@ -8,7 +8,7 @@ import math
 
 from paraisite_bench.reference import STRATEGY_STEP
 from paraisite_bench.report import fragment
-from paraisite_bench.results import DATASET_ORDER, METRIC_ORDER, STRATEGY_ORDER, ReportData
+from paraisite_bench.results import METRIC_ORDER, STRATEGY_ORDER, ReportData, rank
 from paraisite_bench.stats import BASELINE, lower_is_better, paired_comparisons, variance_components
 
 PACKAGE = "paraisite_report"
@@ -29,7 +29,7 @@ def _metrics(rows: list[dict]) -> list[str]:
     """Headline metrics (a row's ``metric``) first, then the other metric columns that hold values."""
     heads = {r["metric"] for r in rows if r.get("metric")}
     present = {m for r in rows for m in METRIC_ORDER if r.get(m) not in (None, "")}
-    return sorted(heads | present, key=lambda m: (m not in heads, _rank(m, METRIC_ORDER), m))
+    return sorted(heads | present, key=lambda m: (m not in heads, rank(m, METRIC_ORDER), m))
 
 
 def run_test_fraction(data: ReportData, selection: str) -> float:
@@ -59,15 +59,11 @@ def _metric_view(data: ReportData, metric: str) -> dict:
             "variance": variance}
 
 
-def _rank(name: str, order=DATASET_ORDER) -> int:
-    return order.index(name) if name in order else 99
-
-
 def _order(c: dict) -> tuple:
     """Comparisons and variance rows in the paper's order: datasets, then steps, baselines last."""
     strategy = c.get("a", c.get("strategy"))
-    return (c["backbone"], c["selection"], _rank(c["train"]), c["train"], _rank(c["test"]), c["test"],
-            c.get("b_backbone") == "baseline", _rank(strategy, STRATEGY_ORDER), strategy)
+    return (c["backbone"], c["selection"], rank(c["train"]), c["train"], rank(c["test"]), c["test"],
+            c.get("b_backbone") == "baseline", rank(strategy, STRATEGY_ORDER), strategy)
 
 
 def _display(c: dict) -> dict:

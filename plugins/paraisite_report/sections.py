@@ -11,7 +11,7 @@ from markupsafe import Markup
 from paraisite_bench.protocol import SELECTION_MODES
 from paraisite_bench.reference import PAPER_BACKBONE, PAPER_TABLE1
 from paraisite_bench.report import backbone_comparison, fragment, heat, table_grids
-from paraisite_bench.results import BASELINE, DATASET_ORDER, ReportData, metric_value
+from paraisite_bench.results import BASELINE, ReportData, metric_value, rank
 
 PACKAGE = "paraisite_report"
 HEAT_LEGEND = (0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5)
@@ -71,10 +71,6 @@ def splits_section(data: ReportData) -> str | None:
                     metrics=" / ".join(m.upper() for m in data.metrics))
 
 
-def _rank(name: str) -> int:
-    return DATASET_ORDER.index(name) if name in DATASET_ORDER else 99
-
-
 def _split_view(data: ReportData, backbone: str, selection: str) -> dict:
     """One backbone × selection mode: the value of each split (strips), the epoch each split's model was
     selected at, and the per-split table."""
@@ -98,8 +94,8 @@ def _split_view(data: ReportData, backbone: str, selection: str) -> dict:
     epochs_svg = selected_epochs(picked, _stage_epochs(data, rows), strategies, data.trains, data.labels,
                                  f"{backbone} — selected epoch of each split (selection: {selection}); "
                                  "dashed: epochs trained")
-    detail = sorted(rows, key=lambda r: (strategies.index(r["strategy"]), _rank(r["train"]), r["train"],
-                                         int(r["split"]), _rank(r["test"]), r["test"]))
+    detail = sorted(rows, key=lambda r: (strategies.index(r["strategy"]), rank(r["train"]), r["train"],
+                                         int(r["split"]), rank(r["test"]), r["test"]))
     return {"backbone": backbone, "selection": selection,
             "selection_text": SELECTION_MODES.get(selection, ""), "svg": Markup(svg) if svg else None,
             "rows": detail, "epochs_svg": Markup(epochs_svg) if epochs_svg else None}

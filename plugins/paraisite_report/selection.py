@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from paraisite_bench.report import fragment
-from paraisite_bench.results import BASELINE, DATASET_ORDER, STRATEGY_ORDER, ReportData, metric_of, metrics_in
+from paraisite_bench.results import BASELINE, STRATEGY_ORDER, ReportData, metric_of, metrics_in, rank
 from paraisite_bench.stats import CELL_KEYS, compare, split_means
 
 from .paired import run_test_fraction
@@ -38,12 +38,9 @@ def optimism(data: ReportData) -> list[dict]:
             if last:
                 keys = dict(zip(CELL_KEYS[:-1], cell[:-1]))
                 out.append({**keys, **compare(paper, last, metric, fraction)})
-    return sorted(out, key=lambda c: (c["backbone"], _rank(c["train"]), c["train"], _rank(c["test"]),
-                                      c["test"], _rank(c["strategy"], STRATEGY_ORDER)))
+    return sorted(out, key=lambda c: (c["backbone"], rank(c["train"]), c["train"], rank(c["test"]),
+                                      c["test"], rank(c["strategy"], STRATEGY_ORDER)))
 
-
-def _rank(name: str, order=DATASET_ORDER) -> int:
-    return order.index(name) if name in order else len(order)
 
 
 def _metric_rows(data: ReportData) -> list[dict]:
@@ -57,6 +54,6 @@ def _metric_rows(data: ReportData) -> list[dict]:
         return f"{float(mean):.3f} [{float(low):.3f}, {float(high):.3f}]"
     metrics = metrics_in(data.rows)
     rows = sorted(data.table, key=lambda r: (r["backbone"] == BASELINE, r["backbone"], r["selection"],
-                                             _rank(r["train"]), r["train"], _rank(r["test"]), r["test"],
-                                             _rank(r["strategy"], STRATEGY_ORDER), r["strategy"]))
+                                             rank(r["train"]), r["train"], rank(r["test"]), r["test"],
+                                             rank(r["strategy"], STRATEGY_ORDER), r["strategy"]))
     return [dict(r, texts={m: text(r, m) for m in metrics}) for r in rows]
