@@ -32,6 +32,7 @@ from .orchestrate import (
     protocol_with,
     run_command,
     skipped_rows,
+    stages_from_cache,
     warn,
     write_outputs,
 )
@@ -205,7 +206,8 @@ class TableRun(Command):
 
     def finish(self, run: RunDir, outcome: RunOutcome | None) -> dict:
         # the leakage audit needs the features (what each stage could train on): done once they exist
-        self.run_info.update(finished=run.finished, wall_s=run.wall_s, cells=audit_cells(run.ctx, run.plan))
+        self.run_info.update(finished=run.finished, wall_s=run.wall_s, cells=audit_cells(run.ctx, run.plan),
+                             stages_from_cache=stages_from_cache(run))
         (run.path / "run.json").write_text(json.dumps(self.run_info, indent=1))
         self.skipped = skipped_rows(run.ctx, run.plan)
         return write_outputs(run, self.run_info, self.skipped)
@@ -277,6 +279,9 @@ decontaminate_option = click.option(
 @click.option("--early-stop", type=click.IntRange(1), default=None,
               help="Stop a stage after N epochs without a better validation MAPE "
                    "(default: off, as the paper).")
+@click.option("--stage-cache/--no-stage-cache", default=True, show_default=True,
+              help="Take pretraining stages (those other stages build on) from the machine's stage cache "
+                   "under --cache-dir when another run trained them, and put them there.")
 @split_by_option
 @decontaminate_option
 @click.option("--compile", "compile_", type=click.Choice(COMPILE_MODES, case_sensitive=False), default=None,
@@ -286,7 +291,7 @@ decontaminate_option = click.option(
 def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs, subsample, batch_size, lr,
         seed, selection, scaler_fit, cosine_tmax, head, out, data_dir, cache_dir, workers, threads,
         plugin_modules, progress, executor, address, device, early_stop, compile_=None, dataset_files=(),
-        seeds=None, split_by=None, decontaminate=None, baselines_=None):
+        seeds=None, split_by=None, decontaminate=None, baselines_=None, stage_cache=True):
     """Train and evaluate every backbone × strategy × train × test cell; resumable."""
     base = PRESETS[preset.lower()]
     protocol = protocol_with(
@@ -302,7 +307,8 @@ def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs
                     baselines=_baseline_names(baselines_))
     run_command(grid, LaunchOptions(
         out=out, data_dir=data_dir, cache_dir=cache_dir, plugin_modules=tuple(plugin_modules),
-        dataset_files=tuple(dataset_files), workers=workers, threads=threads, executor=_lower(executor),
+        dataset_files=tuple(dataset_files), workers=workers, threads=threads, stage_cache=stage_cache,
+        executor=_lower(executor),
         address=address, device=device.lower(), compile_mode=_lower(compile_), progress=progress))
 
 
@@ -318,6 +324,9 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
     echo("")
     echo(f"paraisite-bench: {outcome.trained} stages trained, {outcome.reused} reused, "
          f"{len(outcome.failed)} failed, {outcome.evaluated} evaluations, {outcome.wall_s:.0f} s")
+    if outcome.from_cache:
+        echo(f"  {outcome.from_cache} pretraining stage(s) taken from the stage cache "
+             "(run.json: stages_from_cache)")
     protocol = run_info.get("protocol") or {}
     if protocol.get("split_by", "random") != "random":
         fractions = run_info.get("test_fractions", {}).items()
@@ -421,13 +430,15 @@ def _failures(out_dir, outcome, result) -> None:
 @click.option("--progress/--no-progress", default=None)
 @click.option("--report", "report_only", is_flag=True,
               help="Only rewrite the study outputs from the store (no training), e.g. while a run goes on.")
+@click.option("--stage-cache/--no-stage-cache", default=True, show_default=True,
+              help="As for run: share pretraining stages through the machine's stage cache.")
 @split_by_option
 @decontaminate_option
 @click.option("--compile", "compile_", type=click.Choice(COMPILE_MODES, case_sensitive=False), default=None,
               help="As for run [default: $PARAISITE_BENCH_COMPILE or auto].")
 def select(candidates, dataset, repeats, epochs, pretrain_epochs, pretrain_batch_size, stage_epochs,
            subsample, rule, seed, selection, out, data_dir, cache_dir, workers, threads, plugin_modules,
-           progress, report_only, compile_=None, split_by=None, decontaminate=None):
+           progress, report_only, compile_=None, split_by=None, decontaminate=None, stage_cache=True):
     """Model-selection stability study (the paper's Fig. 2): rank candidates by a stated rule."""
     study = StabilityStudy(
         candidates=tuple(candidates.split(",")), dataset=dataset, repeats=repeats, rule=rule, epochs=epochs,
@@ -438,7 +449,8 @@ def select(candidates, dataset, repeats, epochs, pretrain_epochs, pretrain_batch
         decontaminate=_lower(decontaminate))
     run_command(study, LaunchOptions(out=out, data_dir=data_dir, cache_dir=cache_dir,
                                      plugin_modules=tuple(plugin_modules), workers=workers, threads=threads,
-                                     device="cpu", compile_mode=_lower(compile_), progress=progress))
+                                     stage_cache=stage_cache, device="cpu", compile_mode=_lower(compile_),
+                                     progress=progress))
 
 
 @cli.command()

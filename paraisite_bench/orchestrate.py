@@ -33,6 +33,7 @@ from .protocol import Protocol
 from .report import ordered_sections
 from .results import ReportData
 from .runner import RunOutcome, execute
+from .stagecache import StageCache
 from .store import Store
 from .userdata import add_datasets, dataset_specs
 from .worker import WorkerSetup
@@ -97,6 +98,9 @@ class LaunchOptions:
     dataset_files: tuple[str, ...] = ()
     workers: int = 1
     threads: int = 1
+    #: take the stages that others build on from the machine's stage cache and put them there
+    #: (:mod:`paraisite_bench.stagecache`)
+    stage_cache: bool = True
     #: a registered executor; None: inline with one worker, local with more
     executor: str | None = None
     address: str | None = None
@@ -202,7 +206,22 @@ def execute_plan(run: RunDir) -> RunOutcome:
     launch = run.launch
     return execute(run.plan, run.ctx, run.store, launch.worker_setup(run.ctx), launch.executor,
                    workers=launch.options.workers, address=launch.options.address,
-                   progress=launch.options.progress, log=run.log)
+                   progress=launch.options.progress, log=run.log, cache=stage_cache(run))
+
+
+def stage_cache(run: RunDir) -> StageCache | None:
+    """The machine's stage cache (``<cache_dir>/stages``), unless ``--no-stage-cache``."""
+    return StageCache(run.ctx.cache_dir / "stages") if run.launch.options.stage_cache else None
+
+
+def stages_from_cache(run: RunDir) -> list[dict]:
+    """The plan's stages that this run directory took from the stage cache (key and label), for run.json."""
+    out = []
+    for key, spec in run.plan.stages.items():
+        row = run.store.stage(key)
+        if row and row["status"] == "done" and row.get("origin") == "cache":
+            out.append({"key": key, "label": spec.label})
+    return out
 
 
 def write_outputs(run: RunDir, run_info: dict, skipped: list[dict] | None = None) -> ReportData:

@@ -11,15 +11,17 @@ import concurrent.futures as cf
 import dataclasses
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from tqdm import tqdm
 
 from .baselines import run_baselines
 from .checkpoint import checkpoint_digest
 from .context import Context
-from .errors import PluginFailure
+from .errors import PluginFailure, UserError
 from .executors import Executor
 from .jobs import Plan
+from .stagecache import StageCache
 from .store import Store
 from .train import stage_ids
 from .worker import Task, WorkerSetup
@@ -41,6 +43,8 @@ class RunOutcome:
     plugin_failures: list = dataclasses.field(default_factory=list)
     #: baseline results computed (not those already in the store)
     baselines: int = 0
+    #: stages taken from the stage cache instead of being trained
+    from_cache: int = 0
 
 
 def evaluated(readings: dict, selection: str, metrics) -> bool:
@@ -49,6 +53,44 @@ def evaluated(readings: dict, selection: str, metrics) -> bool:
     existed is evaluated again from its checkpoints)."""
     reading = readings.get(selection)
     return bool(reading) and set(metrics) <= set(reading["metrics"])
+
+
+def shared_stages(plan: Plan) -> set[str]:
+    """The stages that other stages of the plan build on (pretraining stages): those the stage cache keeps."""
+    return {s.parent for s in plan.stages.values() if s.parent}
+
+
+def _stored_summary(row: dict) -> dict:
+    """A stored stage's training summary, as :func:`paraisite_bench.train.train_stage` returned it."""
+    return {k: row[k] for k in ("best_epoch", "best_val", "n_train", "n_val", "weights_info", "curves",
+                                "wall_s")}
+
+
+def exchange_with_cache(plan: Plan, store: Store, cache: StageCache, log=None) -> int:
+    """Take the plan's shared stages that this run directory lacks from the stage cache (checked by their
+    checksum: a damaged entry is trained again), and give the cache the shared stages it lacks. Returns how
+    many stages were taken. A cache that cannot be written is reported in the log and otherwise ignored."""
+    taken = 0
+    for key in sorted(shared_stages(plan)):
+        try:
+            if store.done(key) and _intact(store, key):
+                if not cache.has(key):
+                    row = store.stage(key)
+                    cache.put(row["spec"], _stored_summary(row), row["checksum"], store.checkpoint_path(key))
+                continue
+            record = cache.take(key, store.checkpoint_path(key))
+        except (OSError, UserError) as exc:
+            if log:
+                log(f"stage cache {cache.root}: {exc}")
+            continue
+        if record is not None:
+            store.save_stage(record["spec"], record["summary"], record["checksum"], origin="cache")
+            taken += 1
+    return taken
+
+
+def _intact(store: Store, key: str) -> bool:
+    return checkpoint_digest(store.checkpoint_path(key)) == store.stage(key)["checksum"]
 
 
 def plan_tasks(plan: Plan, store: Store) -> tuple[list[Task], int]:
@@ -128,8 +170,11 @@ class Schedule:
     """The job graph as it runs: which tasks wait, which run, which stages later ones may build on, and
     which failed (their dependents are reported as skipped, never run)."""
 
-    def __init__(self, plan: Plan, store: Store, tasks: list[Task], outcome: RunOutcome, log=None):
+    def __init__(self, plan: Plan, store: Store, tasks: list[Task], outcome: RunOutcome, log=None,
+                 cache: StageCache | None = None):
         self.store = store
+        self.cache = cache
+        self.shared = shared_stages(plan)
         self.outcome = outcome
         self.log = log
         # stages that others build on (e.g. the AFLOW stage of `double`) start first: the critical path
@@ -180,10 +225,21 @@ class Schedule:
         if task.train:
             self.store.save_stage(spec.record(), result["summary"], result["checksum"])
             self.outcome.trained += 1
+            self.share(task, result)
         self.store.save_evals(spec.key, result["evals"])
         # an evaluation is one test set, whatever the number of readings (paper and last) stored for it
         self.outcome.evaluated += len({e["test"] for e in result["evals"]})
         self.ready.add(spec.key)
+
+    def share(self, task: Task, result: dict) -> None:
+        """Give the stage cache a stage that others build on, as soon as it is trained."""
+        if self.cache is None or task.spec.key not in self.shared:
+            return
+        try:
+            self.cache.put(task.spec.record(), result["summary"], result["checksum"], Path(task.checkpoint))
+        except (OSError, UserError) as exc:
+            if self.log:
+                self.log(f"stage cache {self.cache.root}: {exc}")
 
     def run(self, pool: Executor, progress: Progress) -> None:
         """Until every task has finished or been skipped."""
@@ -218,21 +274,23 @@ def fail_unfeaturisable(ctx: Context, tasks: list[Task], failed: dict[tuple[str,
 
 def execute(plan: Plan, ctx: Context, store: Store, setup: WorkerSetup, executor: str = "inline", *,
             workers: int = 1, address: str | None = None, progress: bool | None = None,
-            log=None) -> RunOutcome:
+            log=None, cache: StageCache | None = None) -> RunOutcome:
     """Run the plan's unfinished jobs with the registered executor ``executor`` (``workers`` at a time;
     ``address``: its cluster, for executors that take one), its workers set up from ``setup``.
-    Ctrl-C stops the executor and returns with ``interrupted``: what finished is in the store."""
+    Ctrl-C stops the executor and returns with ``interrupted``: what finished is in the store. With a
+    ``cache``, shared stages come from it and go to it (:func:`exchange_with_cache`)."""
     executor_class = ctx.registry.get("executor", executor)
     t0 = time.time()
+    from_cache = exchange_with_cache(plan, store, cache, log) if cache is not None else 0
     tasks, reused = plan_tasks(plan, store)
-    outcome = RunOutcome(reused=reused)
+    outcome = RunOutcome(reused=reused, from_cache=from_cache)
     # baselines take seconds: in this process, before any job, so that a run stopped early still has them
     outcome.baselines, outcome.plugin_failures = run_baselines(ctx, plan, store, log)
     bars_off = None if progress is None else not progress
     broken = fail_unfeaturisable(ctx, tasks, featurise(ctx, tasks, bars_off), outcome, log)
     tasks = [t for t in tasks if t.spec.key not in broken]
     bars = Progress(ctx, tasks, bars_off)
-    schedule = Schedule(plan, store, tasks, outcome, log)
+    schedule = Schedule(plan, store, tasks, outcome, log, cache)
     for task in broken.values():
         schedule.record(task[0], {"key": task[0].spec.key, "error": task[1]})
     try:

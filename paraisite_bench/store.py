@@ -16,9 +16,11 @@ CREATE TABLE IF NOT EXISTS stages (
     key TEXT PRIMARY KEY, spec TEXT NOT NULL, status TEXT NOT NULL,
     best_epoch INTEGER, best_val REAL, n_train INTEGER, n_val INTEGER,
     weights_info TEXT, curves TEXT, checkpoint TEXT, checksum TEXT,
-    wall_s REAL, finished TEXT, error TEXT
+    wall_s REAL, finished TEXT, error TEXT, origin TEXT
 );
 """
+#: where a done stage's checkpoint came from: trained by this run directory, or taken from the stage cache
+ORIGINS = ("trained", "cache")
 EVALS_TABLE = """
 CREATE TABLE IF NOT EXISTS evals (
     stage_key TEXT NOT NULL, test TEXT NOT NULL, selection TEXT NOT NULL, metric TEXT NOT NULL, value REAL,
@@ -64,6 +66,12 @@ class Store:
         self.db.execute(EVALS_TABLE)
 
     def _upgrade(self) -> None:
+        self._upgrade_evals()
+        cols = [r[1] for r in self.db.execute("PRAGMA table_info(stages)")]
+        if cols and "origin" not in cols:  # a store written before the stage cache
+            self.db.execute("ALTER TABLE stages ADD COLUMN origin TEXT")
+
+    def _upgrade_evals(self) -> None:
         """Older stores held one metric per (stage, test): MAPE in a ``mape`` column, later
         ``(metric, value)``. Their evaluations are moved to the current table as the stage's selected
         reading; the runner then evaluates the metrics and readings they lack from the checkpoints."""
@@ -123,13 +131,11 @@ class Store:
         return self.checkpoint_dir / f"{key}.pt"
 
     def stage(self, key: str) -> dict | None:
-        row = self.db.execute("SELECT key, spec, status, best_epoch, best_val, n_train, n_val, weights_info, "
-                              "curves, checkpoint, checksum, wall_s, finished, error FROM stages WHERE key=?",
-                              (key,)).fetchone()
+        cols = ["key", "spec", "status", "best_epoch", "best_val", "n_train", "n_val", "weights_info",
+                "curves", "checkpoint", "checksum", "wall_s", "finished", "error", "origin"]
+        row = self.db.execute(f"SELECT {', '.join(cols)} FROM stages WHERE key=?", (key,)).fetchone()
         if row is None:
             return None
-        cols = ["key", "spec", "status", "best_epoch", "best_val", "n_train", "n_val", "weights_info",
-                "curves", "checkpoint", "checksum", "wall_s", "finished", "error"]
         d = dict(zip(cols, row))
         for c in ("spec", "weights_info", "curves"):
             d[c] = json.loads(d[c]) if d[c] else None
@@ -139,13 +145,15 @@ class Store:
         row = self.stage(key)
         return bool(row and row["status"] == "done" and self.checkpoint_path(key).exists())
 
-    def save_stage(self, spec: dict, summary: dict, checksum: str) -> None:
+    def save_stage(self, spec: dict, summary: dict, checksum: str, origin: str = "trained") -> None:
+        """A done stage: its spec, training summary and checkpoint checksum; ``origin`` (:data:`ORIGINS`)
+        says whether this run directory trained it or took it from the stage cache."""
         self.db.execute(
-            "INSERT OR REPLACE INTO stages VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO stages VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (spec["key"], json.dumps(spec), "done", summary["best_epoch"], summary["best_val"],
              summary["n_train"], summary["n_val"], json.dumps(summary["weights_info"]),
              json.dumps(summary["curves"]), self.checkpoint_path(spec["key"]).name, checksum,
-             summary["wall_s"], time.strftime("%Y-%m-%dT%H:%M:%S"), None))
+             summary["wall_s"], time.strftime("%Y-%m-%dT%H:%M:%S"), None, origin))
 
     def save_failure(self, spec: dict, error: str) -> None:
         """A job failed. A stage already trained stays done (its checkpoint and evaluations are kept and
