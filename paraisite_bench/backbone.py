@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from .errors import UserError
+
+
+@dataclass(frozen=True)
+class Pretraining:
+    """What stands in for published weights for a backbone that has none: a stage trained from random
+    weights on ``dataset``, with these stage ``options`` (``epochs``, ``batch_size``, ``lr``, ``recipe``…, see
+    :data:`paraisite_bench.protocol.STAGE_OPTION_TYPES`; the protocol's own per-dataset options win, so
+    ``--stage-options`` changes them). The strategies that start from ``Init.weights("default")`` (the
+    paper's Steps 2 and 3) then start from this stage. Like published weights it is one stage whatever the
+    split, seed, strategy or target (split 0 of ``dataset`` selects its epoch), so it is trained once per
+    machine (the stage cache keeps it); ``why`` is shown in the report."""
+
+    dataset: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    why: str = ""
 
 
 class Backbone:
@@ -30,6 +46,9 @@ class Backbone:
     weight_sources: ClassVar[dict[str, str]] = {}
     #: The source that ``Init.weights("default")`` means, or None if the backbone has none.
     default_weights: ClassVar[str | None] = None
+    #: For a backbone without published weights: the pretraining that ``Init.weights("default")`` means
+    #: instead (``--pretraining BACKBONE=DATASET`` picks another dataset), or None.
+    default_pretraining: ClassVar[Pretraining | None] = None
 
     def settings(self) -> dict[str, Any]:
         """Everything that changes the model or its input: the options of :meth:`featurise` and

@@ -19,7 +19,7 @@ from .context import Context
 from .data import resolve_data_dir
 from .errors import UserError
 from .executors import DEVICES
-from .jobs import Plan, build_plan, check_splits
+from .jobs import Plan, build_plan, check_splits, starting_point
 from .leakage import DECONTAMINATE_MODES, DECONTAMINATED_FIELDS, audit_cells, decontaminated_rows
 from .orchestrate import (
     Command,
@@ -39,7 +39,17 @@ from .orchestrate import (
 from .outputs import machine_info, rewrite_outputs, write_csv
 from .overlap import split_fractions
 from .plugins import KINDS, plugin_distributions
-from .protocol import PRESETS, SELECTION_MODES, SPLIT_MODES, Protocol, SplitOptions
+from .protocol import (
+    PRESETS,
+    SELECTION_MODES,
+    SPLIT_MODES,
+    STAGE_OPTION_TYPES,
+    Protocol,
+    SplitOptions,
+    StageOptions,
+    merged_stage_options,
+    stage_options_of,
+)
 from .report import ordered_sections
 from .results import BASELINE, table_mean, table_std
 from .runner import RunOutcome
@@ -69,6 +79,48 @@ def _pairs(value: str | None, option: str) -> tuple[tuple[str, int], ...] | None
                             "e.g. aflow=400") from None
         if out[-1][1] < 1:
             raise UserError(f"{option} {value!r}: the number must be ≥ 1")
+    return tuple(out)
+
+
+def _stage_option(value: str, item: str) -> tuple[str, object]:
+    """One ``OPTION=VALUE`` of ``--stage-options``, typed by :data:`STAGE_OPTION_TYPES`."""
+    name, _, raw = (part.strip() for part in item.partition("="))
+    kind = STAGE_OPTION_TYPES.get(name.lower())
+    try:
+        if kind is None or not raw:
+            raise ValueError
+        return name.lower(), kind(raw)
+    except ValueError:
+        known = ", ".join(f"{k}={t.__name__}" for k, t in STAGE_OPTION_TYPES.items())
+        raise UserError(f"--stage-options {value!r}: {item!r} is not OPTION=VALUE with OPTION one of {known} "
+                        "(e.g. expt_gap:lr=3e-4,recipe=crabnet)") from None
+
+
+def _stage_options(values: tuple[str, ...], stage_epochs: str | None) -> StageOptions:
+    """``--stage-epochs NAME=N,...`` and ``--stage-options DATASET:OPTION=VALUE,...`` (repeatable) as
+    per-dataset stage options; ``--stage-options`` wins where both set a dataset's epochs."""
+    layers = [stage_options_of({d: {"epochs": n} for d, n in (_pairs(stage_epochs, "--stage-epochs") or ())})]
+    for value in values:
+        dataset, _, items = (part.strip() for part in value.partition(":"))
+        options = dict(_stage_option(value, item) for item in items.split(",") if item.strip())
+        if not dataset or not options:
+            raise UserError(f"--stage-options {value!r}: expected DATASET:OPTION=VALUE[,...], "
+                            "e.g. aflow:epochs=20,lr=3e-4")
+        layers.append(stage_options_of({dataset.lower(): options}))
+    return merged_stage_options(*layers)
+
+
+def _backbone_datasets(value: str | None) -> tuple[tuple[str, str], ...] | None:
+    """``--pretraining BACKBONE=DATASET[,...]``."""
+    if value is None:
+        return None
+    out = []
+    for item in value.split(","):
+        backbone, _, dataset = item.partition("=")
+        if not backbone.strip() or not dataset.strip():
+            raise UserError(f"--pretraining {value!r}: expected BACKBONE=DATASET[,...], "
+                            "e.g. crabnet=expt_gap")
+        out.append((backbone.strip().lower(), dataset.strip().lower()))
     return tuple(out)
 
 
@@ -198,6 +250,7 @@ class TableRun(Command):
             "baseline_keys": [key for _name, _cell, key in planned_baselines(ctx, plan)],
             "labels": {n: registry.dataset(n).label for n in dict.fromkeys(self.train + self.test)},
             "strategy_descriptions": {s: registry.strategy(s).description for s in self.strategies},
+            "starting_points": {b: starting_point(ctx, ctx.backbone(b)) for b in self.backbones},
             "data": {n: ctx.dataset(n).fingerprint for n in used},
             "test_fractions": {n: [round(f, 4) for f in split_fractions(ctx, n, SplitOptions.of(
                 self.protocol.training_options(n)))] for n in used},
@@ -237,6 +290,13 @@ decontaminate_option = click.option(
 @click.option("--splits", type=click.IntRange(1), help="Number of random 80/20 splits (paper: 9).")
 @click.option("--epochs", type=click.IntRange(1), help="Epochs per stage (paper: 300).")
 @click.option("--stage-epochs", help="Epochs for stages on given datasets, e.g. aflow=20.")
+@click.option("--stage-options", "stage_options", multiple=True, metavar="DATASET:OPTION=VALUE,...",
+              help="Options of stages on a dataset: epochs, batch_size, lr, cosine_tmax, recipe (a "
+                   "registered training recipe, see `paraisite-bench plugins`), "
+                   "e.g. mp_e_form:epochs=10,recipe=crabnet.")
+@click.option("--pretraining", metavar="BACKBONE=DATASET,...",
+              help="What stands in for published weights in pretrained/double for a backbone that has none "
+                   "(default: the backbone's own choice, e.g. crabnet=mp_e_form).")
 @click.option("--subsample", help="Cap records of a dataset (deterministic), e.g. aflow=400.")
 @click.option("--batch-size", type=click.IntRange(1))
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True))
@@ -291,13 +351,17 @@ decontaminate_option = click.option(
 def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs, subsample, batch_size, lr,
         seed, selection, scaler_fit, cosine_tmax, head, out, data_dir, cache_dir, workers, threads,
         plugin_modules, progress, executor, address, device, early_stop, compile_=None, dataset_files=(),
-        seeds=None, split_by=None, decontaminate=None, baselines_=None, stage_cache=True):
+        seeds=None, split_by=None, decontaminate=None, baselines_=None, stage_cache=True, stage_options=(),
+        pretraining=None):
     """Train and evaluate every backbone × strategy × train × test cell; resumable."""
     base = PRESETS[preset.lower()]
     protocol = protocol_with(
         base["protocol"], splits=splits, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
         selection=_lower(selection), scaler_fit=_lower(scaler_fit), cosine_tmax=cosine_tmax,
-        subsample=_pairs(subsample, "--subsample"), stage_epochs=_pairs(stage_epochs, "--stage-epochs"),
+        subsample=_pairs(subsample, "--subsample"),
+        stage_options=merged_stage_options(base["protocol"].stage_options,
+                                           _stage_options(stage_options, stage_epochs)),
+        pretraining=_backbone_datasets(pretraining),
         early_stop=early_stop, head=_widths(head), seeds=seeds, split_by=_lower(split_by),
         decontaminate=_lower(decontaminate))
     grid = TableRun(preset=preset.lower(), protocol=protocol,
@@ -443,7 +507,7 @@ def select(candidates, dataset, repeats, epochs, pretrain_epochs, pretrain_batch
     study = StabilityStudy(
         candidates=tuple(candidates.split(",")), dataset=dataset, repeats=repeats, rule=rule, epochs=epochs,
         pretrain_epochs=pretrain_epochs, pretrain_batch_size=pretrain_batch_size,
-        stage_epochs=_pairs(stage_epochs, "--stage-epochs") or (),
+        stage_options=_stage_options((), stage_epochs),
         subsample=_pairs(subsample, "--subsample") or (),
         seed=seed, selection=_lower(selection), report_only=report_only, split_by=_lower(split_by),
         decontaminate=_lower(decontaminate))

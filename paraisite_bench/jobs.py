@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .backbone import Pretraining
 from .context import Context
 from .errors import UserError
 from .leakage import decontamination
@@ -98,14 +99,70 @@ def add_stage(plan: Plan, ctx: Context, bb, init: Init, parent: str | None, data
     return key
 
 
-def _skip_reason(bb, strategy) -> str | None:
+@dataclass(frozen=True)
+class ChainStage:
+    """A stage of a strategy's chain for one backbone: its init (source resolved) and dataset; ``pretraining``
+    is set on the stage that stands in for the published weights of a backbone that has none."""
+
+    init: Init
+    dataset: str
+    pretraining: Pretraining | None = None
+
+
+def pretraining_for(ctx: Context, bb) -> Pretraining | None:
+    """The pretraining that stands in for ``bb``'s published weights: ``--pretraining``'s dataset for it, or
+    the backbone's own default; None for a backbone with published weights or without a default."""
+    chosen = dict(ctx.protocol.pretraining).get(bb.name)
+    if bb.default_weights:
+        if chosen:
+            raise UserError(f"--pretraining {bb.name}={chosen}: {bb.name} has published weights "
+                            f"({bb.default_weights}); --pretraining is for backbones without")
+        return None
+    own = bb.default_pretraining
+    if chosen is None:
+        return own
+    dataset = ctx.registry.dataset(chosen).name
+    if own is not None and own.dataset == dataset:
+        return own
+    return Pretraining(dataset, {}, f"chosen with --pretraining {bb.name}={chosen}")
+
+
+def backbone_chain(ctx: Context, bb, strategy, target: str) -> list[ChainStage]:
+    """``strategy``'s chain for ``target`` on backbone ``bb``, weights sources resolved. On a backbone without
+    published weights, ``Init.weights("default")`` becomes its default pretraining followed by a stage that
+    starts from it. Raises UserError when the backbone lacks the weights a stage names."""
+    out = []
+    pretraining = pretraining_for(ctx, bb)
+    for st in strategy.chain(target):
+        if st.init.kind == "weights" and st.init.source == "default" and pretraining is not None:
+            out += [ChainStage(Init.random(), pretraining.dataset, pretraining),
+                    ChainStage(Init.previous(), st.dataset)]
+        else:
+            out.append(ChainStage(resolved_init(bb, st.init), st.dataset))
+    return out
+
+
+def starting_point(ctx: Context, bb) -> str:
+    """What ``Init.weights("default")`` (Steps 2 and 3) starts from on backbone ``bb``, in words (run.json,
+    the report)."""
+    if bb.default_weights:
+        return (f"published weights {bb.default_weights!r} "
+                f"({bb.weight_sources.get(bb.default_weights, 'no description')})")
+    pre = pretraining_for(ctx, bb)
+    if pre is None:
+        return "nothing: no published weights and no default pretraining (Steps 2 and 3 are skipped)"
+    options = ctx.protocol.training_options(pre.dataset, pre.options)
+    how = ", ".join(f"{k} {options[k]}" for k in ("epochs", "batch_size", "lr", "recipe") if options.get(k))
+    return (f"a stage trained from random weights on {ctx.registry.dataset(pre.dataset).label} ({how}; "
+            f"split 0, shared by every split and target){': ' + pre.why if pre.why else ''}")
+
+
+def _skip_reason(ctx: Context, bb, strategy) -> str | None:
     """Why a strategy cannot run on a backbone (published weights it does not have), or None."""
-    for st in strategy.chain(""):
-        if st.init.kind == "weights":
-            try:
-                bb.resolve_source(st.init.source)
-            except UserError as exc:
-                return str(exc)
+    try:
+        backbone_chain(ctx, bb, strategy, "")
+    except UserError as exc:
+        return str(exc)
     return None
 
 
@@ -121,6 +178,15 @@ def stage_options(protocol, dataset: str, seed: int) -> dict:
     return options if seed == protocol.seed else with_training_seed(options, seed)
 
 
+def _chain_stage_place(ctx: Context, st: ChainStage, ds: str, r: int, seed: int) -> tuple[int, dict, str]:
+    """(split, options, label tag) of a chain's stage: a default pretraining is one stage for every split
+    and seed (split 0, the protocol's seed, its own option defaults), like published weights."""
+    if st.pretraining is not None:
+        return 0, ctx.protocol.training_options(ds, st.pretraining.options), ""
+    tag = f"#{r}" if seed == ctx.protocol.seed else f"#{r}s{seed}"
+    return r, stage_options(ctx.protocol, ds, seed), tag
+
+
 def _add_chain(plan: Plan, ctx: Context, bb, strategy, train: str, r: int, seed: int,
                test: list[str]) -> None:
     """The stages of one strategy's chain for target ``train``, split r and a training seed, and its cells;
@@ -129,19 +195,19 @@ def _add_chain(plan: Plan, ctx: Context, bb, strategy, train: str, r: int, seed:
     reg = ctx.registry
     parent = None
     labels = []
-    chain = strategy.chain(train)
+    chain = backbone_chain(ctx, bb, strategy, train)
     for i, st in enumerate(chain):
         ds = reg.dataset(st.dataset).name
-        init = resolved_init(bb, st.init)
-        labels.append(f"{init}>{ds}" if not labels else ds)
-        tag = f"#{r}" if seed == ctx.protocol.seed else f"#{r}s{seed}"
-        options = stage_options(ctx.protocol, ds, seed)
+        labels.append(f"{st.init}>{ds}" if not labels else ds)
+        split, options, tag = _chain_stage_place(ctx, st, ds, r, seed)
         last = i == len(chain) - 1
         deco = None if last else decontamination(ctx, ds, plan.targets, ctx.protocol.decontaminate)
         if deco:
             options = dict(options, decontaminate=deco)
-        parent = add_stage(plan, ctx, bb, init, parent, ds, r, options,
-                           f"{bb.name}:{'>'.join(labels)}{tag}", strategy.name)
+        # a default pretraining is the same stage whichever strategy starts from it
+        owner = None if st.pretraining else strategy.name
+        parent = add_stage(plan, ctx, bb, st.init, parent, ds, split, options,
+                           f"{bb.name}:{'>'.join(labels)}{tag}", owner)
     plan.evals.setdefault(parent, [])
     for te in test:
         if input_mismatch(ctx, bb, [te]):
@@ -163,14 +229,15 @@ def build_plan(ctx: Context, backbones, strategies, train, test) -> Plan:
         bb = ctx.backbone(b)
         for s in strategies:
             strategy = reg.strategy(s)
-            reason = _skip_reason(bb, strategy)
+            reason = _skip_reason(ctx, bb, strategy)
             if reason:
                 plan.skipped.append((bb.name, strategy.name, reason))
                 continue
             for t in train:
                 if t in strategy.skip_targets:
                     continue
-                mismatch = input_mismatch(ctx, bb, [st.dataset for st in strategy.chain(t)])
+                datasets = [st.dataset for st in backbone_chain(ctx, bb, strategy, t)]
+                mismatch = input_mismatch(ctx, bb, datasets)
                 if mismatch:
                     if (bb.name, strategy.name, mismatch) not in plan.skipped:
                         plan.skipped.append((bb.name, strategy.name, mismatch))

@@ -130,8 +130,9 @@ class Launch:
 
     def context(self, protocol: Protocol) -> Context:
         """The command's one context; the datasets named in the protocol's per-dataset options exist."""
-        per_dataset = protocol.subsample + protocol.stage_epochs + protocol.stage_batch_size
-        self.check_names("dataset", [name for name, _ in per_dataset])
+        per_dataset = protocol.subsample + protocol.stage_options
+        self.check_names("dataset", [name for name, _ in per_dataset] + [d for _, d in protocol.pretraining])
+        self.check_names("backbone", [b for b, _ in protocol.pretraining])
         cache = Path(self.options.cache_dir) if self.options.cache_dir else None
         return Context(self.registry, self.data_dir, protocol, cache)
 

@@ -7,7 +7,7 @@ import hashlib
 import json
 import zlib
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -33,6 +33,28 @@ def training_regime(selection: str) -> str:
     return "heldout" if selection == "heldout" else "paper"
 
 
+#: What a stage on a given dataset may set apart from the protocol's defaults (``--stage-options``), and the
+#: type of each value. ``recipe`` names a registered training recipe (none: Adam with the cosine schedule).
+STAGE_OPTION_TYPES: dict[str, type] = {"epochs": int, "batch_size": int, "lr": float, "cosine_tmax": int,
+                                       "recipe": str}
+
+#: Per-dataset stage options as a Protocol keeps them (hashable): ((dataset, ((option, value), ...)), ...)
+StageOptions = tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]
+
+
+def stage_options_of(mapping: Mapping[str, Mapping[str, Any]]) -> StageOptions:
+    """``{dataset: {option: value}}`` in the Protocol's form, sorted so that equal options compare equal."""
+    return tuple(sorted((d, tuple(sorted(o.items()))) for d, o in mapping.items() if o))
+
+
+def merged_stage_options(*layers: StageOptions) -> StageOptions:
+    """Per-dataset stage options, later layers overriding earlier ones option by option."""
+    out: dict[str, dict[str, Any]] = {}
+    for layer in layers:
+        for dataset, options in layer:
+            out.setdefault(dataset, {}).update(dict(options))
+    return stage_options_of(out)
+
 
 @dataclass(frozen=True)
 class Protocol:
@@ -54,12 +76,12 @@ class Protocol:
     head: tuple[int, ...] = (350, 350, 350)
     #: Per-dataset cap on records (deterministic subsample), e.g. {"aflow": 400}.
     subsample: tuple[tuple[str, int], ...] = ()
-    #: Epochs for stages on a given dataset (e.g. (("aflow", 20),)); others use ``epochs``.
-    stage_epochs: tuple[tuple[str, int], ...] = ()
+    #: Options of stages on a given dataset (:data:`STAGE_OPTION_TYPES`),
+    #: e.g. (("aflow", (("epochs", 20),)),);
+    #: others use the protocol's ``epochs``, ``batch_size``, ``lr``, ``cosine_tmax`` and the default recipe.
+    stage_options: StageOptions = ()
     #: Stop a stage after this many epochs without a better validation MAPE (0 = off, the paper).
     early_stop: int = 0
-    #: Batch size for stages on a given dataset (e.g. (("expt_gap", 256),)); others use ``batch_size``.
-    stage_batch_size: tuple[tuple[str, int], ...] = ()
     #: Training seeds per split (``seed``, ``seed`` + 1, …): the report separates split from seed variance.
     seeds: int = 1
     #: How records are assigned to the sides of a split (:data:`SPLIT_MODES`; "random" = the paper).
@@ -67,24 +89,39 @@ class Protocol:
     #: Pretraining stages leave out records matching a target dataset's: "off" (the paper), "formula" or
     #: "structure" (see :mod:`paraisite_bench.leakage`); part of those stages' options, so of their keys.
     decontaminate: str = "off"
+    #: Backbone -> the dataset of its default pretraining, for backbones without published weights
+    #: (``--pretraining crabnet=expt_gap``; see :class:`paraisite_bench.backbone.Pretraining`).
+    pretraining: tuple[tuple[str, str], ...] = ()
+
+    def stage_option(self, dataset: str, name: str, defaults: Mapping[str, Any] | None = None) -> Any:
+        """Option ``name`` of a stage on ``dataset``: the protocol's per-dataset value, else ``defaults``
+        (a backbone's default pretraining), else the protocol's own (None for ``recipe``)."""
+        given = dict(dict(self.stage_options).get(dataset, ()))
+        if name in given:
+            return given[name]
+        if defaults and name in defaults:
+            return defaults[name]
+        return getattr(self, name, None)
 
     def epochs_for(self, dataset: str) -> int:
-        return dict(self.stage_epochs).get(dataset, self.epochs)
-
-    def batch_size_for(self, dataset: str) -> int:
-        return dict(self.stage_batch_size).get(dataset, self.batch_size)
+        return self.stage_option(dataset, "epochs")
 
     def subsample_for(self, dataset: str) -> int | None:
         return dict(self.subsample).get(dataset)
 
-    def training_options(self, dataset: str) -> dict:
-        """The options that determine a stage on ``dataset`` (used in its key)."""
+    def training_options(self, dataset: str, defaults: Mapping[str, Any] | None = None) -> dict:
+        """The options that determine a stage on ``dataset`` (used in its key); ``defaults``: stage options
+        a backbone's default pretraining sets, below the protocol's per-dataset ones."""
+        def option(name):
+            return self.stage_option(dataset, name, defaults)
+
+        recipe = option("recipe")
         return {
-            "epochs": self.epochs_for(dataset), "batch_size": self.batch_size_for(dataset), "lr": self.lr,
+            "epochs": option("epochs"), "batch_size": option("batch_size"), "lr": option("lr"),
             "seed": self.seed, "test_fraction": self.test_fraction,
             "selection": training_regime(self.selection),
             "inner_val_fraction": self.inner_val_fraction, "scaler_fit": self.scaler_fit,
-            "cosine_tmax": self.cosine_tmax, "head": list(self.head),
+            "cosine_tmax": option("cosine_tmax"), "head": list(self.head),
             # the training loop's numerics: a stage trained by a loop that rounds differently (another
             # optimiser kernel, another forward implementation of a backbone) gets another number, so that
             # results of different numerics never share a key; 4 = the current loop
@@ -93,13 +130,14 @@ class Protocol:
             # only when on, so that the default protocol's job keys are unchanged
             **({"early_stop": self.early_stop} if self.early_stop else {}),
             **({"split_by": self.split_by} if self.split_by != "random" else {}),
+            **({"recipe": recipe} if recipe else {}),
         }
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["subsample"] = dict(self.subsample)
-        d["stage_epochs"] = dict(self.stage_epochs)
-        d["stage_batch_size"] = dict(self.stage_batch_size)
+        d["stage_options"] = {dataset: dict(options) for dataset, options in self.stage_options}
+        d["pretraining"] = dict(self.pretraining)
         return d
 
 
@@ -119,9 +157,10 @@ PRESETS: dict[str, dict] = {
         backbones=("megnet",), strategies=("scratch", "pretrained", "double"),
         train=("dataset1", "dataset2", "mix", "aflow"), test=("dataset1", "dataset2", "mix", "aflow"),
     ),
-    # A small real run: 2 splits, 15 epochs, AFLOW subsampled to 400 structures. Minutes on 2 cores.
+    # A small real run: 2 splits, 15 epochs, AFLOW subsampled to 400 structures and CrabNet's default
+    # pretraining (matbench_mp_e_form, 132,752 compositions) to 4,000 compositions. Minutes on 2 cores.
     "quick": dict(
-        protocol=Protocol(splits=2, epochs=15, subsample=(("aflow", 400),)),
+        protocol=Protocol(splits=2, epochs=15, subsample=(("aflow", 400), ("mp_e_form", 4000))),
         backbones=("megnet",), strategies=("scratch", "pretrained", "double"),
         train=("dataset1", "dataset2", "mix", "aflow"), test=("dataset1", "dataset2", "mix", "aflow"),
     ),

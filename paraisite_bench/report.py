@@ -115,6 +115,7 @@ def table_grids(data: ReportData) -> list[dict]:
             tests = data.tests
             blocks = [_block(data, cells, planned, backbone, s) for s in strategies]
             grids.append({"backbone": backbone, "selection": selection,
+                          "starting_point": _starting_point(data, backbone),
                           "selection_text": SELECTION_MODES.get(selection, ""), "tests": tests,
                           "blocks": [b for b in blocks if b["rows"]],
                           "baselines": _baseline_blocks(data, selection)})
@@ -142,6 +143,15 @@ def _baseline_blocks(data: ReportData, selection: str) -> list[dict]:
     names = sorted({r["strategy"] for r in rows})
     blocks = [_block(data, cells, {}, BASELINE, name, baseline=True) for name in names]
     return [b for b in blocks if b["rows"]]
+
+
+def _starting_point(data: ReportData, backbone: str) -> str:
+    """What Steps 2 and 3 of ``backbone`` start from (run.json ``starting_points``), or ""."""
+    for run in data.runs:
+        text = (run.get("starting_points") or {}).get(backbone)
+        if text:
+            return text
+    return ""
 
 
 def _strategy_description(data: ReportData, s: str) -> str:

@@ -29,7 +29,14 @@ from .leakage import decontamination
 from .orchestrate import Command, Launch, RunDir, command_line, echo_failures, protocol_with, warn
 from .outputs import rewrite_outputs, write_failures
 from .plugins import Registry
-from .protocol import PRESETS, Protocol, with_training_seed
+from .protocol import (
+    PRESETS,
+    Protocol,
+    StageOptions,
+    merged_stage_options,
+    stage_options_of,
+    with_training_seed,
+)
 from .report import ordered_sections
 from .results import stage_rows
 from .runner import RunOutcome
@@ -304,7 +311,8 @@ class StabilityStudy(Command):
     epochs: int | None = None
     pretrain_epochs: int | None = None
     pretrain_batch_size: int | None = None
-    stage_epochs: tuple[tuple[str, int], ...] = ()
+    #: per-dataset stage options given on the command line (``--stage-epochs``)
+    stage_options: StageOptions = ()
     subsample: tuple[tuple[str, int], ...] = ()
     seed: int | None = None
     selection: str | None = None
@@ -341,23 +349,24 @@ class StabilityStudy(Command):
         """The paper's protocol with one split per repeat; pretraining stages get their own epochs and
         batch size."""
         pre = {s.dataset for c in self.parsed for s in c.stages if s.dataset != TARGET}
-        per_stage = dict(self.stage_epochs)
-        if self.pretrain_epochs:
-            per_stage = {**{d: self.pretrain_epochs for d in pre}, **per_stage}
-        batches = {d: self.pretrain_batch_size for d in pre} if self.pretrain_batch_size else {}
+        pretraining = {"epochs": self.pretrain_epochs, "batch_size": self.pretrain_batch_size}
+        pretraining = {k: v for k, v in pretraining.items() if v}
+        stage_options = merged_stage_options(stage_options_of({d: pretraining for d in pre}),
+                                             self.stage_options)
         return protocol_with(PRESETS["paper"]["protocol"], splits=self.repeats, epochs=self.epochs,
                              seed=self.seed, selection=self.selection, split_by=self.split_by,
-                             decontaminate=self.decontaminate,
-                             stage_epochs=tuple(sorted(per_stage.items())),
-                             stage_batch_size=tuple(sorted(batches.items())), subsample=tuple(self.subsample))
+                             decontaminate=self.decontaminate, stage_options=stage_options,
+                             subsample=tuple(self.subsample))
 
     def start(self, run: RunDir) -> None:
         protocol, ctx = run.ctx.protocol, run.ctx
         self.meta = {
             "command": command_line(), "dataset": self.target,
             "dataset_label": ctx.registry.dataset(self.target).label, "repeats": self.repeats,
-            "rule": self.rule, "epochs": protocol.epochs, "stage_epochs": dict(protocol.stage_epochs),
-            "stage_batch_size": dict(protocol.stage_batch_size),
+            "rule": self.rule, "epochs": protocol.epochs,
+            "stage_epochs": {d: dict(o)["epochs"] for d, o in protocol.stage_options if "epochs" in dict(o)},
+            "stage_batch_size": {d: dict(o)["batch_size"] for d, o in protocol.stage_options
+                                 if "batch_size" in dict(o)},
             "subsample": dict(protocol.subsample), "selection": protocol.selection,
             "candidates": {c.name: {"backbone": c.backbone, "description": c.description,
                                     "settings": ctx.backbone(c.backbone).settings()} for c in self.parsed},

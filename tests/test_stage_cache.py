@@ -13,8 +13,8 @@ import pytest
 from conftest import SMALL
 
 #: Step 3 on Dataset1 with a 60-structure AFLOW stage: the AFLOW stage is the one other stages build on.
-DOUBLE = ["run", *SMALL, "--splits", "1", "--strategies", "double", "--train", "dataset1", "--test", "dataset1",
-          "--baselines", "none"]
+DOUBLE = ["run", *SMALL, "--splits", "1", "--strategies", "double", "--train", "dataset1",
+          "--test", "dataset1", "--baselines", "none"]
 
 
 def _origins(run) -> dict[str, str]:
@@ -52,7 +52,8 @@ def test_second_run_takes_the_pretraining_stage_from_the_cache(cli, tmp_path, st
     assert _origins(tmp_path / "b") == {"aflow": "cache", "dataset1": "trained"}
     taken = json.loads((tmp_path / "b" / "run.json").read_text())["stages_from_cache"]
     assert [t["key"] for t in taken] == [key] and "aflow" in taken[0]["label"]
-    assert _sha(tmp_path / "a" / "checkpoints" / f"{key}.pt") == _sha(tmp_path / "b" / "checkpoints" / f"{key}.pt")
+    ckpt = f"checkpoints/{key}.pt"
+    assert _sha(tmp_path / "a" / ckpt) == _sha(tmp_path / "b" / ckpt)
     assert _mapes(tmp_path / "a") == _mapes(tmp_path / "b")
 
 

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from paraisite_bench import hookimpl
-from paraisite_bench.backbone import Backbone
+from paraisite_bench.backbone import Backbone, Pretraining
 from paraisite_bench.errors import RecordError, UserError
 
 ENV = "PARAISITE_BENCH_CRABNET"
@@ -147,6 +147,10 @@ class CrabNetBackbone(Backbone):
                    f"size via ${ENV}, default d_model {DEFAULTS['d_model']})")
     weight_sources: dict[str, str] = {}
     default_weights = None
+    default_pretraining = Pretraining(
+        "mp_e_form", {"epochs": 30, "batch_size": 256, "lr": 3e-4, "cosine_tmax": 30},
+        why="formation energy per atom of Materials Project compositions (matbench_mp_e_form, shipped with "
+            "crabnet), the quantity and source of MEGNet's published Eform weights")
 
     def __init__(self):
         self._settings = settings_from_env()

@@ -45,6 +45,9 @@ TASKS = {t.name: t for t in (
     Task("elasticity_log10_gvrh", "elasticity_log10(G_VRH).csv", "matbench_log_gvrh", "mb-log-gvrh",
          "log10 G_VRH", "log10(GPa)",
          "10,987 compositions, log10 of the VRH shear modulus (Materials Project)"),
+    Task("mp_e_form", "mp_e_form.csv", "matbench_mp_e_form", "mb-mp-e-form", "formation energy", "eV/atom",
+         "132,752 compositions, DFT formation energy per atom (Materials Project; one row per structure, "
+         "so a formula may appear several times)"),
     Task("phonons", "phonons.csv", "matbench_phonons", "mb-phonons", "last phonon DOS peak", "cm^-1",
          "1,265 compositions, frequency of the highest phonon DOS peak (Petretto et al. 2018)"),
 )}

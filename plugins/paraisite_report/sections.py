@@ -110,7 +110,9 @@ def _stage_epochs(data: ReportData, rows: list[dict]) -> dict[tuple, int]:
         if e is None:
             for run in data.runs:
                 proto = run.get("protocol") or {}
-                e = (proto.get("stage_epochs") or {}).get(r["train"], proto.get("epochs"))
+                per_dataset = (proto.get("stage_options") or {}).get(r["train"], {}).get("epochs")
+                # run.json written before per-dataset stage options kept the epochs alone
+                e = per_dataset or (proto.get("stage_epochs") or {}).get(r["train"], proto.get("epochs"))
                 if e:
                     break
         if e:

@@ -13,12 +13,14 @@ def register_strategies(register):
         stages=(Stage(Init.random(), TARGET),),
     ))
     register(Strategy(
-        name="pretrained", description="the backbone's published weights → target",
+        name="pretrained",
+        description="the backbone's published weights (or its default pretraining) → target",
         stages=(Stage(Init.weights("default"), TARGET),),
     ))
     register(Strategy(
         name="double",
-        description="published weights → AFLOW AGL → target (the AFLOW stage is shared)",
+        description="published weights (or the default pretraining) → AFLOW AGL → target "
+                    "(the AFLOW stage is shared)",
         stages=(Stage(Init.weights("default"), "aflow"), Stage(Init.previous(), TARGET)),
         skip_targets=("aflow",),
     ))
