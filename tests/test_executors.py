@@ -11,9 +11,10 @@ import pytest
 import torch
 from conftest import SMALL
 
-#: scratch + double on Dataset1 (double depends on the AFLOW stage of the same split), 1 split.
+#: scratch + double on Dataset1 (double depends on the AFLOW stage of the same split), 1 split; every run
+#: trains its AFLOW stage (no stage cache), so that parallel and serial training are compared.
 GRID = [*SMALL, "--strategies", "scratch,double", "--train", "dataset1", "--test", "dataset1,aflow",
-        "--splits", "1", "--baselines", "none"]
+        "--splits", "1", "--baselines", "none", "--no-stage-cache"]
 COMPARED = ("backbone", "strategy", "train", "test", "split", "mape", "n_test", "epoch", "selection", "chain",
             "stage_key")
 
