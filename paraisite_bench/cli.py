@@ -364,11 +364,7 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
         echo(f"  {outcome.from_cache} pretraining stage(s) taken from the stage cache "
              "(run.json: stages_from_cache)")
     protocol = run_info.get("protocol") or {}
-    if run_info.get("only_splits") is not None:
-        echo(f"  this run holds splits {splits_text(run_info['only_splits'])} of {protocol.get('splits')} "
-             "(--only-splits): join its parts with `paraisite-bench report PART... --out DIR/report.html`")
-    if run_info.get("estimate_s"):
-        echo(f"  estimated before the start: {run_info['estimate_s']:.0f} s (run.json: estimate_s)")
+    _part_and_estimate(run_info)
     if protocol.get("split_by", "random") != "random":
         fractions = run_info.get("test_fractions", {}).items()
         spread = "; ".join(f"{n} {min(f):.2f}–{max(f):.2f}" for n, f in fractions if f)
@@ -413,6 +409,17 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
     _failures(out_dir, outcome, result)
     echo(f"  results: {out_dir / 'results.csv'}  table: {out_dir / 'table1.csv'}  "
          f"report: {out_dir / 'report.html'}")
+
+
+def _part_and_estimate(run_info: dict) -> None:
+    """Which splits a part of a run holds (``--only-splits``), and the wall time estimated at its start."""
+    if run_info.get("only_splits") is not None:
+        click.echo(f"  this run holds splits {splits_text(run_info['only_splits'])} of "
+                   f"{run_info['protocol']['splits']} (--only-splits): join its parts with "
+                   "`paraisite-bench report PART... --out DIR/report.html`")
+    if run_info.get("estimate_s"):
+        click.echo(f"  estimated before the start: {run_info['estimate_s']:.0f} s (run.json: estimate_s; "
+                   "from this machine's rates, see run --dry-run)")
 
 
 def _leakage(run_info: dict) -> None:

@@ -31,8 +31,8 @@ def cache(tmp_path_factory):
 
 def test_dry_run_counts_the_stages_and_writes_nothing(cli, tmp_path, cache):
     out = tmp_path / "run"
-    code, stdout, err = cli(*GRID, "--train", "dataset1,dataset2", "--cache-dir", str(cache), "--out", str(out),
-                            "--dry-run")
+    code, stdout, err = cli(*GRID, "--train", "dataset1,dataset2", "--cache-dir", str(cache), "--out",
+                            str(out), "--dry-run")
     assert code == 0, err
     assert not out.exists()
     # per split: scratch trains one stage per target, double one per target on top of one AFLOW stage
@@ -103,5 +103,6 @@ def test_estimate_is_the_schedule_of_measured_rates_and_store_and_cache_are_reus
     assert not b.exists()
     assert _count(r"taken from the stage cache: (\d+)", stdout) == 3  # the AFLOW stage of each split
     assert _count(r"stages to train: (\d+)", stdout) == 6
-    code, stdout, err = cli(*GRID, "--cache-dir", str(cache), "--out", str(b), "--dry-run", "--no-stage-cache")
+    code, stdout, err = cli(*GRID, "--cache-dir", str(cache), "--out", str(b), "--dry-run",
+                            "--no-stage-cache")
     assert _count(r"stages to train: (\d+)", stdout) == 9

@@ -36,8 +36,8 @@ def runs(tmp_path_factory, data_dir):
     root = tmp_path_factory.mktemp("parts")
     out = {}
     for name, extra in (("whole", []), ("p01", ["--only-splits", "0-1"]), ("p2", ["--only-splits", "2"])):
-        code = _cli("run", *GRID, *extra, "--data-dir", str(data_dir), "--cache-dir", str(root / f"cache-{name}"),
-                    "--out", str(root / name))
+        code = _cli("run", *GRID, *extra, "--data-dir", str(data_dir), "--cache-dir",
+                    str(root / f"cache-{name}"), "--out", str(root / name))
         assert code == 0, name
         out[name] = root / name
     out["root"] = root
