@@ -36,6 +36,7 @@ from .context import Context
 from .errors import RecordError
 from .jobs import Plan
 from .outputs import machine_info
+from .parts import splits_text
 from .protocol import stable_hash
 from .runner import plan_tasks, shared_stages
 from .stagecache import StageCache
@@ -467,7 +468,7 @@ def dry_run_lines(ctx: Context, plan: Plan, out: Path, res: Resources) -> list[s
     trained = [c for c in est.jobs if c.task.train]
     lines = [f"dry run: nothing is trained and nothing is written under {out}",
              f"plan: {len(plan.stages)} stage(s), {len(plan.cells)} cell result(s), splits "
-             f"{', '.join(map(str, splits))} of {ctx.protocol.splits}",
+             f"{splits_text(splits)} of {ctx.protocol.splits}",
              f"stages to train: {len(trained)}", *_stage_groups(est),
              f"stages reused from the run's store: {est.reused}; taken from the stage cache: "
              + (str(len(est.from_cache)) if res.stage_cache else "none (--no-stage-cache)"),

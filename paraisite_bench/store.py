@@ -74,7 +74,11 @@ class Store:
         view.checkpoint_dir = view.path.parent / "checkpoints"
         view._lock_fh = None
         if view.path.exists():
-            view.db = sqlite3.connect(f"{view.path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+            # without a write-ahead log (a store closed cleanly) the file alone is the store: "immutable"
+            # reads it without creating the -wal and -shm files a read-only connection would leave behind
+            wal = view.path.with_name(view.path.name + "-wal").exists()
+            mode = "mode=ro" if wal else "immutable=1"
+            view.db = sqlite3.connect(f"{view.path.resolve().as_uri()}?{mode}", uri=True, timeout=60)
         else:
             view.db = sqlite3.connect(":memory:")
             view.db.executescript(SCHEMA + BASELINE_SCHEMA)

@@ -49,6 +49,10 @@ def test_dry_run_counts_the_stages_and_writes_nothing(cli, tmp_path, cache):
     assert "(cached)" in stdout and "(measured)" not in stdout and not out.exists()
 
 
+def _files(run) -> dict[str, int]:
+    return {str(p.relative_to(run)): p.stat().st_mtime_ns for p in run.rglob("*")}
+
+
 def _stage_sizes(run) -> list[dict]:
     db = sqlite3.connect(run / "store.sqlite")
     rows = db.execute("SELECT json_extract(spec, '$.dataset'), json_extract(spec, '$.options.epochs'), "
@@ -94,8 +98,10 @@ def test_estimate_is_the_schedule_of_measured_rates_and_store_and_cache_are_reus
     assert 1 / 3 < info["wall_s"] / info["estimate_s"] < 3  # a loose sanity bound, not a timer test
     assert "estimated before the start" in stdout
 
+    before = _files(a)
     code, stdout, err = cli(*GRID, "--cache-dir", str(cache), "--out", str(a), "--dry-run")
     assert code == 0, err
+    assert _files(a) == before  # the store is read, never written (nor its -wal and -shm files made)
     assert _count(r"stages to train: (\d+)", stdout) == 0
     assert _count(r"reused from the run's store: (\d+)", stdout) == 9
     code, stdout, err = cli(*GRID, "--cache-dir", str(cache), "--out", str(b), "--dry-run")
@@ -106,3 +112,13 @@ def test_estimate_is_the_schedule_of_measured_rates_and_store_and_cache_are_reus
     code, stdout, err = cli(*GRID, "--cache-dir", str(cache), "--out", str(b), "--dry-run",
                             "--no-stage-cache")
     assert _count(r"stages to train: (\d+)", stdout) == 9
+
+
+def test_select_dry_run_plans_the_study_and_writes_nothing(cli, tmp_path, cache):
+    out = tmp_path / "select"
+    code, stdout, err = cli("select", "--candidates", "megnet:scratch,megnet:eform", "--dataset", "dataset1",
+                            "--repeats", "2", "--epochs", "2", "--cache-dir", str(cache), "--out", str(out),
+                            "--dry-run")
+    assert code == 0, err
+    assert _count(r"stages to train: (\d+)", stdout) == 2 * 2  # candidates × repeats
+    assert "estimated wall time" in stdout and not out.exists()
