@@ -125,10 +125,14 @@ class StageCost:
 
 @dataclass
 class Estimate:
+    """What a run would do (its jobs, the stages it reuses or takes from the stage cache) and its times."""
+
     jobs: list[StageCost]
+    #: stages already done in the run's store
     reused: int
+    #: keys of the stages the stage cache would give
     from_cache: list[str]
-    #: label -> rate entry, with its "source" (measured or cached)
+    #: rate key -> rate entry, with its "source" (measured or cached)
     rates: dict[str, dict] = field(default_factory=dict)
     #: (backbone, dataset, records, seconds) of the features not cached
     featurise: list[tuple[str, str, int, float]] = field(default_factory=list)
@@ -409,7 +413,7 @@ def estimate(ctx: Context, plan: Plan, out: Path | None, res: Resources, *, meas
     slowdown = max(1.0, res.workers * res.threads / (os.cpu_count() or 1))
     price(costs, rates, slowdown)
     compiled = {c.rate_key for c in costs if c.task.train and c.compiled}
-    return Estimate(costs, reused, from_cache, {k: rates[k] for k in rates}, feats, base[0], base[1],
+    return Estimate(costs, reused, from_cache, rates, feats, base[0], base[1],
                     compile_s=max((rates[k]["compile_s"] for k in compiled), default=0.0), slowdown=slowdown,
                     makespan_s=simulate(costs, res.workers, shared_stages(plan)))
 
