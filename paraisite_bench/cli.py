@@ -418,8 +418,9 @@ def _part_and_estimate(run_info: dict) -> None:
                    f"{run_info['protocol']['splits']} (--only-splits): join its parts with "
                    "`paraisite-bench report PART... --out DIR/report.html`")
     if run_info.get("estimate_s"):
-        click.echo(f"  estimated before the start: {run_info['estimate_s']:.0f} s (run.json: estimate_s; "
-                   "from this machine's rates, see run --dry-run)")
+        click.echo(f"  wall time {run_info.get('wall_s') or 0:.0f} s, estimated before the start: "
+                   f"{run_info['estimate_s']:.0f} s (run.json: wall_s, estimate_s; from this machine's "
+                   "rates, see run --dry-run)")
 
 
 def _leakage(run_info: dict) -> None:

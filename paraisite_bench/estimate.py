@@ -51,6 +51,8 @@ TIMED_STEPS = 5
 EVAL_SAMPLE = 128
 #: records featurised to time a featuriser whose features are not cached
 FEATURISE_SAMPLE = 16
+#: what a training rate holds (records per second, seconds to compile)
+RATE_FIELDS = ("train_per_s", "eval_per_s", "compile_s")
 
 
 @dataclass(frozen=True)
@@ -82,13 +84,20 @@ class RateBook:
         self.path = Path(cache_dir) / "rates" / f"{stable_hash(self.fingerprint)[:16]}.json"
         try:
             self.rates = json.loads(self.path.read_text())["rates"]
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError):
+            self.rates = {}
+        if not isinstance(self.rates, dict):
             self.rates = {}
         #: keys measured by this process (the others came from the file)
         self.measured: set[str] = set()
 
-    def get(self, key: str) -> dict | None:
-        return self.rates.get(key)
+    def get(self, key: str, *fields: str) -> dict | None:
+        """The rate kept under ``key``, or None when it lacks one of ``fields`` (a damaged file: measured
+        again)."""
+        rate = self.rates.get(key)
+        if not isinstance(rate, dict) or not all(isinstance(rate.get(f), (int, float)) for f in fields):
+            return None
+        return rate
 
     def put(self, key: str, value: dict) -> None:
         self.rates[key] = value
@@ -275,7 +284,7 @@ def _rates(ctx: Context, costs: list[StageCost], book: RateBook, res: Resources,
     for c in costs:
         if c.rate_key in out:
             continue
-        rate = book.get(c.rate_key)
+        rate = book.get(c.rate_key, *RATE_FIELDS)
         if rate is None:
             if not measure:
                 return None
@@ -288,7 +297,8 @@ def _rates(ctx: Context, costs: list[StageCost], book: RateBook, res: Resources,
 def _eval_rate(rates: dict[str, dict], backbone: str, dataset: str, own: dict) -> float:
     """Records per second scoring ``dataset``: its own measured rate when the plan trains on it, else the
     stage's."""
-    same = [r["eval_per_s"] for r in rates.values() if r["backbone"] == backbone and r["dataset"] == dataset]
+    same = [r["eval_per_s"] for r in rates.values()
+            if r.get("backbone") == backbone and r.get("dataset") == dataset]
     return same[0] if same else own["eval_per_s"]
 
 
@@ -342,13 +352,13 @@ def featurisation(ctx: Context, tasks: list[Task], book: RateBook,
             continue
         bb = ctx.backbone(backbone)
         key = stable_hash({"featurise": bb.name, "settings": bb.settings(), "dataset": atom})
-        if book.get(key) is None:
+        if book.get(key, "s_per_record") is None:
             if not measure:
                 return None
             book.put(key, {"featurise": bb.name, "dataset": atom,
                            "s_per_record": _featurise_time(ctx, bb, atom)})
         n = len(ctx.dataset(atom).records)
-        out.append((bb.name, atom, n, n * book.get(key)["s_per_record"]))
+        out.append((bb.name, atom, n, n * book.get(key, "s_per_record")["s_per_record"]))
     return out
 
 
@@ -379,13 +389,13 @@ def baseline_cost(ctx: Context, plan: Plan, store: Store, book: RateBook,
         train, test, r = cells[0]
         key = stable_hash({"baseline": name, "train": train, "test": test,
                            "data": [ctx.dataset(a).fingerprint for a in ctx.atomic_names(train)]})
-        if book.get(key) is None:
+        if book.get(key, "s_per_cell") is None:
             if not measure:
                 return None
             t0 = time.perf_counter()
             score_cell(ctx, name, train, test, r, options_for(train))
             book.put(key, {"baseline": name, "s_per_cell": time.perf_counter() - t0})
-        seconds += len(cells) * book.get(key)["s_per_cell"]
+        seconds += len(cells) * book.get(key, "s_per_cell")["s_per_cell"]
     return sum(len(c) for c in todo.values()), seconds
 
 
@@ -423,7 +433,7 @@ def cached_estimate(ctx: Context, plan: Plan, store: Store, launch) -> float | N
     cached (a dry run measured them); None otherwise (nothing is measured at the start of a run)."""
     try:
         est = estimate(ctx, plan, None, Resources.of(launch), measure=False, store=store)
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # the estimate is a note: it never stops a run
         return None
     return round(est.total_s, 1) if est is not None else None
 
@@ -459,8 +469,8 @@ def _stage_groups(est: Estimate) -> list[str]:
 def _rate_lines(est: Estimate, book_path: Path) -> list[str]:
     lines = [f"rates on this machine (records per second; {book_path}):"]
     for r in est.rates.values():
-        how = "compiled" if r["compiled"] else "eager"
-        lines.append(f"  {r['backbone']} / {r['dataset']}, batch {r['batch_size']}, {how}: "
+        how = "compiled" if r.get("compiled") else "eager"
+        lines.append(f"  {r.get('backbone')} / {r.get('dataset')}, batch {r.get('batch_size')}, {how}: "
                      f"{r['train_per_s']:,.0f} training, {r['eval_per_s']:,.0f} evaluation ({r['source']})")
     return lines
 

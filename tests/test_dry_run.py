@@ -113,6 +113,18 @@ def test_estimate_is_the_schedule_of_measured_rates_and_store_and_cache_are_reus
                             "--no-stage-cache")
     assert _count(r"stages to train: (\d+)", stdout) == 9
 
+    # a damaged rates file: no estimate, the run goes on
+    (book,) = (cache / "rates").glob("*.json")
+    book.write_text(json.dumps({"rates": {k: {} for k in json.loads(book.read_text())["rates"]}}))
+    code, stdout, err = cli(*GRID, "--cache-dir", str(cache), "--out", str(tmp_path / "c"), "--splits", "1",
+                            "--strategies", "scratch")
+    assert code == 0, err
+    assert json.loads((tmp_path / "c" / "run.json").read_text())["estimate_s"] is None
+    # and the next dry run measures the damaged rates again
+    code, stdout, err = cli(*GRID, "--cache-dir", str(cache), "--out", str(b), "--dry-run")
+    assert code == 0, err
+    assert "(measured)" in stdout and "(cached)" not in stdout
+
 
 def test_select_dry_run_plans_the_study_and_writes_nothing(cli, tmp_path, cache):
     out = tmp_path / "select"
