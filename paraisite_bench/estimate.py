@@ -100,7 +100,9 @@ class RateBook:
         return rate
 
     def put(self, key: str, value: dict) -> None:
-        self.rates[key] = value
+        """Keep a measured rate, with the load it was measured under (other processes slow it down)."""
+        self.rates[key] = dict(value, load=round(os.getloadavg()[0], 1),
+                               measured=time.strftime("%Y-%m-%d %H:%M"))
         self.measured.add(key)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(f".tmp{os.getpid()}")
@@ -290,6 +292,7 @@ def _rates(ctx: Context, costs: list[StageCost], book: RateBook, res: Resources,
                 return None
             rate = measure_rate(ctx, c.task.spec, c.compiled, res)
             book.put(c.rate_key, rate)
+            rate = book.get(c.rate_key)
         out[c.rate_key] = dict(rate, source=book.source(c.rate_key))
     return out
 
@@ -467,11 +470,13 @@ def _stage_groups(est: Estimate) -> list[str]:
 
 
 def _rate_lines(est: Estimate, book_path: Path) -> list[str]:
-    lines = [f"rates on this machine (records per second; {book_path}):"]
+    lines = [f"rates on this machine (records per second; {book_path}: delete it to measure again, e.g. "
+             "when the machine's load has changed):"]
     for r in est.rates.values():
         how = "compiled" if r.get("compiled") else "eager"
         lines.append(f"  {r.get('backbone')} / {r.get('dataset')}, batch {r.get('batch_size')}, {how}: "
-                     f"{r['train_per_s']:,.0f} training, {r['eval_per_s']:,.0f} evaluation ({r['source']})")
+                     f"{r['train_per_s']:,.0f} training, {r['eval_per_s']:,.0f} evaluation ({r['source']}"
+                     + (f", at load {r['load']} on {os.cpu_count()} cores)" if "load" in r else ")"))
     return lines
 
 
