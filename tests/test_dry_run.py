@@ -41,12 +41,12 @@ def test_dry_run_counts_the_stages_and_writes_nothing(cli, tmp_path, cache):
     assert _count(r"stages to train: (\d+)", stdout) == splits * (targets + targets + 1)
     assert _count(r"megnet\s+aflow\s+2 epochs ×\s+(\d+) stage", stdout) == splits
     assert _count(r"baselines \(constant\): (\d+) result", stdout) == splits * targets
-    assert "(measured)" in stdout and "estimated wall time with 1 worker(s) × 1 thread(s) on cpu" in stdout
+    assert "(measured" in stdout and "estimated wall time with 1 worker(s) × 1 thread(s) on cpu" in stdout
     # rates are kept per machine under the cache dir, and reused by the next dry run
     assert len(list((cache / "rates").glob("*.json"))) == 1
     code, stdout, err = cli(*GRID, "--cache-dir", str(cache), "--out", str(out), "--dry-run")
     assert code == 0, err
-    assert "(cached)" in stdout and "(measured)" not in stdout and not out.exists()
+    assert "(cached" in stdout and "(measured" not in stdout and not out.exists()
 
 
 def _files(run) -> dict[str, int]:
@@ -123,7 +123,7 @@ def test_estimate_is_the_schedule_of_measured_rates_and_store_and_cache_are_reus
     # and the next dry run measures the damaged rates again
     code, stdout, err = cli(*GRID, "--cache-dir", str(cache), "--out", str(b), "--dry-run")
     assert code == 0, err
-    assert "(measured)" in stdout and "(cached)" not in stdout
+    assert "(measured" in stdout and "(cached" not in stdout
 
 
 def test_select_dry_run_plans_the_study_and_writes_nothing(cli, tmp_path, cache):
