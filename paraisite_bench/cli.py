@@ -18,6 +18,7 @@ from .compilation import COMPILE_MODES
 from .context import Context
 from .data import resolve_data_dir
 from .errors import UserError
+from .estimate import Resources, cached_estimate, echo_dry_run
 from .executors import DEVICES
 from .jobs import Plan, build_plan, check_splits, starting_point
 from .leakage import DECONTAMINATE_MODES, DECONTAMINATED_FIELDS, audit_cells, decontaminated_rows
@@ -29,6 +30,7 @@ from .orchestrate import (
     command_line,
     echo_failures,
     load_plugins,
+    prepare,
     protocol_with,
     run_command,
     skipped_rows,
@@ -38,6 +40,7 @@ from .orchestrate import (
 )
 from .outputs import machine_info, rewrite_outputs, write_csv
 from .overlap import split_fractions
+from .parts import parse_splits, splits_text
 from .plugins import KINDS, plugin_distributions
 from .protocol import (
     PRESETS,
@@ -202,6 +205,8 @@ class TableRun(Command):
     test: tuple[str, ...]
     #: baselines to compute (None: every registered one)
     baselines: tuple[str, ...] | None = None
+    #: only these splits of the protocol (``--only-splits``: a part of the run, see :mod:`.parts`)
+    only_splits: tuple[int, ...] | None = None
     notes: list[str] = field(default_factory=list)
     run_info: dict = field(default_factory=dict)
     skipped: list[dict] = field(default_factory=list)
@@ -212,7 +217,7 @@ class TableRun(Command):
         launch.check_names("dataset", self.train + self.test)
         check_inputs(launch.registry, launch.datasets, self.backbones, self.train + self.test)
         ctx = launch.context(self.protocol)
-        plan = build_plan(ctx, self.backbones, self.strategies, self.train, self.test)
+        plan = build_plan(ctx, self.backbones, self.strategies, self.train, self.test, self.only_splits)
         everything = sorted(launch.registry.baselines)
         plan_baselines(ctx, plan, everything if self.baselines is None else self.baselines)
         for b, s, reason in plan.skipped:
@@ -246,6 +251,11 @@ class TableRun(Command):
             "executor": run.launch.executor, "address": options.address, "device": run.launch.device,
             "early_stop": self.protocol.early_stop or None, "compile": run.launch.compile_mode,
             "cells": [dataclasses.asdict(c) for c in plan.cells], "stages": list(plan.stages),
+            "stage_parents": {k: s.parent for k, s in plan.stages.items() if s.parent},
+            "only_splits": list(self.only_splits) if self.only_splits is not None else None,
+            **({"note": f"part of a run: splits {splits_text(self.only_splits)} of {self.protocol.splits}"}
+               if self.only_splits is not None else {}),
+            "estimate_s": cached_estimate(ctx, plan, run.store, run.launch),
             "baselines": list(plan.baselines),
             "baseline_keys": [key for _name, _cell, key in planned_baselines(ctx, plan)],
             "labels": {n: registry.dataset(n).label for n in dict.fromkeys(self.train + self.test)},
@@ -268,6 +278,14 @@ class TableRun(Command):
     def summary(self, run: RunDir, outcome: RunOutcome, result: dict) -> None:
         _summary(run.path, outcome, result, self.skipped, run.plan, self.run_info)
 
+
+#: --dry-run, the same on `run` and `select`
+dry_run_option = click.option(
+    "--dry-run", is_flag=True,
+    help="Print the plan (stages to train, stages reused from the run's store or the stage cache, "
+         "evaluations) and an estimated wall time for --workers/--threads/--device from rates this machine "
+         "measures (a few real training steps, kept under --cache-dir); train nothing, write no run "
+         "directory.")
 
 #: --split-by and --decontaminate, the same on `run` and `select`
 split_by_option = click.option(
@@ -348,11 +366,15 @@ decontaminate_option = click.option(
               help="Let backbones compile their training step (torch.compile; same function, rounding "
                    "aside): auto = stages of at least 1,000 steps on CPU "
                    "[default: $PARAISITE_BENCH_COMPILE or auto].")
+@click.option("--only-splits", metavar="SPLITS",
+              help="Run only these splits of the protocol, e.g. 0-2 or 0,3,5-6 (a part of the run: the same "
+                   "stages as the whole run; join the parts with `paraisite-bench report PART... --out`).")
+@dry_run_option
 def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs, subsample, batch_size, lr,
         seed, selection, scaler_fit, cosine_tmax, head, out, data_dir, cache_dir, workers, threads,
         plugin_modules, progress, executor, address, device, early_stop, compile_=None, dataset_files=(),
         seeds=None, split_by=None, decontaminate=None, baselines_=None, stage_cache=True, stage_options=(),
-        pretraining=None):
+        pretraining=None, only_splits=None, dry_run=False):
     """Train and evaluate every backbone × strategy × train × test cell; resumable."""
     base = PRESETS[preset.lower()]
     protocol = protocol_with(
@@ -368,12 +390,25 @@ def run(preset, backbones, strategies, train, test, splits, epochs, stage_epochs
                     backbones=_names(backbones) or base["backbones"],
                     strategies=_names(strategies) or base["strategies"],
                     train=_names(train) or base["train"], test=_names(test) or base["test"],
-                    baselines=_baseline_names(baselines_))
-    run_command(grid, LaunchOptions(
+                    baselines=_baseline_names(baselines_),
+                    only_splits=parse_splits(only_splits, protocol.splits) if only_splits else None)
+    launch = LaunchOptions(
         out=out, data_dir=data_dir, cache_dir=cache_dir, plugin_modules=tuple(plugin_modules),
         dataset_files=tuple(dataset_files), workers=workers, threads=threads, stage_cache=stage_cache,
         executor=_lower(executor),
-        address=address, device=device.lower(), compile_mode=_lower(compile_), progress=progress))
+        address=address, device=device.lower(), compile_mode=_lower(compile_), progress=progress)
+    if dry_run:
+        _dry_run(grid, launch)
+    else:
+        run_command(grid, launch)
+
+
+def _dry_run(command: Command, options: LaunchOptions) -> None:
+    """Plan as the command would, print what it would do and its estimated wall time; write nothing under
+    --out (rates are measured once per machine and kept under --cache-dir)."""
+    launch = prepare(options)
+    ctx, plan = command.plan(launch)
+    echo_dry_run(ctx, plan, Path(options.out), Resources.of(launch))
 
 
 def _baseline_names(value: str | None) -> tuple[str, ...] | None:
@@ -392,6 +427,7 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
         echo(f"  {outcome.from_cache} pretraining stage(s) taken from the stage cache "
              "(run.json: stages_from_cache)")
     protocol = run_info.get("protocol") or {}
+    _part_and_estimate(run_info)
     if protocol.get("split_by", "random") != "random":
         fractions = run_info.get("test_fractions", {}).items()
         spread = "; ".join(f"{n} {min(f):.2f}–{max(f):.2f}" for n, f in fractions if f)
@@ -436,6 +472,18 @@ def _summary(out_dir, outcome, result, skipped, plan, run_info):
     _failures(out_dir, outcome, result)
     echo(f"  results: {out_dir / 'results.csv'}  table: {out_dir / 'table1.csv'}  "
          f"report: {out_dir / 'report.html'}")
+
+
+def _part_and_estimate(run_info: dict) -> None:
+    """Which splits a part of a run holds (``--only-splits``), and the wall time estimated at its start."""
+    if run_info.get("only_splits") is not None:
+        click.echo(f"  this run holds splits {splits_text(run_info['only_splits'])} of "
+                   f"{run_info['protocol']['splits']} (--only-splits): join its parts with "
+                   "`paraisite-bench report PART... --out DIR/report.html`")
+    if run_info.get("estimate_s"):
+        click.echo(f"  wall time {run_info.get('wall_s') or 0:.0f} s, estimated before the start: "
+                   f"{run_info['estimate_s']:.0f} s (run.json: wall_s, estimate_s; from this machine's "
+                   "rates, see run --dry-run)")
 
 
 def _leakage(run_info: dict) -> None:
@@ -500,9 +548,11 @@ def _failures(out_dir, outcome, result) -> None:
 @decontaminate_option
 @click.option("--compile", "compile_", type=click.Choice(COMPILE_MODES, case_sensitive=False), default=None,
               help="As for run [default: $PARAISITE_BENCH_COMPILE or auto].")
+@dry_run_option
 def select(candidates, dataset, repeats, epochs, pretrain_epochs, pretrain_batch_size, stage_epochs,
            subsample, rule, seed, selection, out, data_dir, cache_dir, workers, threads, plugin_modules,
-           progress, report_only, compile_=None, split_by=None, decontaminate=None, stage_cache=True):
+           progress, report_only, compile_=None, split_by=None, decontaminate=None, stage_cache=True,
+           dry_run=False):
     """Model-selection stability study (the paper's Fig. 2): rank candidates by a stated rule."""
     study = StabilityStudy(
         candidates=tuple(candidates.split(",")), dataset=dataset, repeats=repeats, rule=rule, epochs=epochs,
@@ -511,10 +561,14 @@ def select(candidates, dataset, repeats, epochs, pretrain_epochs, pretrain_batch
         subsample=_pairs(subsample, "--subsample") or (),
         seed=seed, selection=_lower(selection), report_only=report_only, split_by=_lower(split_by),
         decontaminate=_lower(decontaminate))
-    run_command(study, LaunchOptions(out=out, data_dir=data_dir, cache_dir=cache_dir,
-                                     plugin_modules=tuple(plugin_modules), workers=workers, threads=threads,
-                                     stage_cache=stage_cache, device="cpu", compile_mode=_lower(compile_),
-                                     progress=progress))
+    options = LaunchOptions(out=out, data_dir=data_dir, cache_dir=cache_dir,
+                            plugin_modules=tuple(plugin_modules), workers=workers, threads=threads,
+                            stage_cache=stage_cache, device="cpu", compile_mode=_lower(compile_),
+                            progress=progress)
+    if dry_run:
+        _dry_run(study, options)
+    else:
+        run_command(study, options)
 
 
 @cli.command()
@@ -528,12 +582,15 @@ def report(run_dirs, out, plugin_modules):
     """Rebuild the report of one or more run directories from their stores (never retrains).
 
     One RUN_DIR without --out: rewrite its results.csv, table1.csv, curves.csv, report.html, table1.md and
-    table1.tex. Several RUN_DIRs (e.g. one per backbone): --out names the merged report.html."""
+    table1.tex. Several RUN_DIRs (e.g. one per backbone): --out names the merged report.html. RUN_DIRs that
+    are parts of one run (`run --only-splits`, same protocol, backbones, strategies, train, test, baselines
+    and data) are joined into that run: its Table I is the one a single run with all the splits gives."""
     registry = load_plugins(plugin_modules)
     for name, err in registry.broken:
         warn(f"plugin {name} is broken and was skipped: {err}")
     data, paths = rewrite_outputs(run_dirs, ordered_sections(registry), Path(out) if out else None)
-    click.echo(f"{len(data.rows)} results, {len(data.table)} cells from {len(run_dirs)} run(s) → "
+    joined = f" joined into {len(data.runs)}" if len(data.runs) < len(run_dirs) else ""
+    click.echo(f"{len(data.rows)} results, {len(data.table)} cells from {len(run_dirs)} run(s){joined} → "
                f"{paths['html']} (+ {paths['md'].name}, {paths['tex'].name})")
 
 

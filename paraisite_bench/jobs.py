@@ -218,9 +218,10 @@ def _add_chain(plan: Plan, ctx: Context, bb, strategy, train: str, r: int, seed:
         plan.cells.append(Cell(bb.name, strategy.name, train, te, r, parent, ">".join(labels), seed))
 
 
-def build_plan(ctx: Context, backbones, strategies, train, test) -> Plan:
+def build_plan(ctx: Context, backbones, strategies, train, test, splits=None) -> Plan:
     """Expand backbones × strategies × train × splits × seeds into stages; stages with the same key
-    (e.g. the AFLOW stage shared by every ``double`` job of a split) appear once."""
+    (e.g. the AFLOW stage shared by every ``double`` job of a split) appear once. ``splits``: only these
+    splits of the protocol (``run --only-splits``; their stages and keys are the full run's), else all."""
     reg = ctx.registry
     train = [reg.dataset(t).name for t in train]
     test = [reg.dataset(t).name for t in test]
@@ -242,7 +243,7 @@ def build_plan(ctx: Context, backbones, strategies, train, test) -> Plan:
                     if (bb.name, strategy.name, mismatch) not in plan.skipped:
                         plan.skipped.append((bb.name, strategy.name, mismatch))
                     continue
-                for r in range(ctx.protocol.splits):
+                for r in (range(ctx.protocol.splits) if splits is None else splits):
                     for seed in training_seeds(ctx.protocol):
                         _add_chain(plan, ctx, bb, strategy, t, r, seed, test)
     return plan

@@ -31,9 +31,9 @@ def load_results(*run_dirs: str | Path) -> Results:
     """
     import pandas as pd  # pandas only for this entry point
 
-    from .results import load_runs
+    from .parts import load_report_data
 
     if not run_dirs:
         raise TypeError("load_results() needs at least one run directory")
-    data = load_runs([Path(d) for d in run_dirs])
+    data = load_report_data(run_dirs)  # the parts of one run (run --only-splits) joined
     return Results(pd.DataFrame(data.rows), pd.DataFrame(data.table), pd.DataFrame(data.curves))

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
+from .parts import load_report_data
 from .report import ReportSection, write_report
 from .results import (
     CURVE_FIELDS,
@@ -21,7 +22,6 @@ from .results import (
     SKIPPED_FIELDS,
     ReportData,
     load_run,
-    load_runs,
     merge,
     result_fields,
     table_fields,
@@ -70,7 +70,9 @@ def rewrite_outputs(run_dirs: list[Path], sections: list[ReportSection],
                     out: Path | None = None) -> tuple[ReportData, dict[str, Path]]:
     """The ``report`` command: one run directory's outputs rewritten in place from its store (from its CSVs
     when the store is gone, or its study for a `select` directory: then only the report files), or the
-    merged report of several at ``out`` with merged CSVs next to it (never over a run's own CSVs)."""
+    merged report of several at ``out`` with merged CSVs next to it (never over a run's own CSVs). Run
+    directories that are parts of one run (``run --only-splits``, :mod:`paraisite_bench.parts`) are joined
+    into that run; other runs stand side by side."""
     run_dirs = [Path(d) for d in run_dirs]
     for d in run_dirs:
         if not d.is_dir():
@@ -79,7 +81,7 @@ def rewrite_outputs(run_dirs: list[Path], sections: list[ReportSection],
         if len(run_dirs) > 1:
             raise UserError("several run directories need --out FILE.html for the merged report")
         out = run_dirs[0] / "report.html"
-    data = load_runs(run_dirs)
+    data = load_report_data(run_dirs)
     out = Path(out)
     if len(run_dirs) == 1 and out.resolve() == (run_dirs[0] / "report.html").resolve():
         if data.runs[0].get("report_source") == "store":

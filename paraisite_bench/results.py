@@ -220,6 +220,7 @@ def stage_rows(stage_keys, store: Store) -> list[dict]:
                     "n_train": st["n_train"], "n_val": st["n_val"], "wall_s": st["wall_s"],
                     "finished": st["finished"], "error": st["error"], "backbone": spec.get("backbone"),
                     "init": spec.get("init"), "dataset": spec.get("dataset"), "split": spec.get("split"),
+                    "parent": spec.get("parent"),
                     "accelerated": (st["weights_info"] or {}).get("accelerated")})
     return out
 

@@ -65,6 +65,26 @@ class Store:
         self.db.executescript(BASELINE_SCHEMA)
         self.db.execute(EVALS_TABLE)
 
+    @classmethod
+    def read_only(cls, path: Path) -> "Store":
+        """A view of the store at ``path`` that writes nothing (no lock, no directory, no schema change), for
+        ``run --dry-run``: the file opened read-only, or an empty store in memory when there is none."""
+        view = cls.__new__(cls)
+        view.path = Path(path)
+        view.checkpoint_dir = view.path.parent / "checkpoints"
+        view._lock_fh = None
+        if view.path.exists():
+            # without a write-ahead log (a store closed cleanly) the file alone is the store: "immutable"
+            # reads it without creating the -wal and -shm files a read-only connection would leave behind
+            wal = view.path.with_name(view.path.name + "-wal").exists()
+            mode = "mode=ro" if wal else "immutable=1"
+            view.db = sqlite3.connect(f"{view.path.resolve().as_uri()}?{mode}", uri=True, timeout=60)
+        else:
+            view.db = sqlite3.connect(":memory:")
+            view.db.executescript(SCHEMA + BASELINE_SCHEMA)
+            view.db.execute(EVALS_TABLE)
+        return view
+
     def _upgrade(self) -> None:
         self._upgrade_evals()
         cols = [r[1] for r in self.db.execute("PRAGMA table_info(stages)")]
