@@ -491,7 +491,9 @@ def prediction_rows(modelset: ModelSet, inputs: Inputs, pred: Predictions) -> li
 
 
 def _rounded(row: dict) -> dict:
-    return {k: (float(f"{v:.6g}") if isinstance(v, (float, np.floating)) else v) for k, v in row.items()}
+    """Predicted numbers to 6 significant digits (the models' float32 precision); inputs as given."""
+    return {k: (float(f"{v:.6g}") if isinstance(v, (float, np.floating)) and k != "kappa_true" else v)
+            for k, v in row.items()}
 
 
 def write_predictions(path: Path, rows: list[dict], limit: int | None = None) -> None:
