@@ -537,7 +537,7 @@ FIGURE_ROWS = 40
 def interval_figure(rows: list[dict]) -> str:
     """κ with its calibrated interval (and the models' P10–P90) on a log axis, lowest κ first."""
     shown = rows[:FIGURE_ROWS]
-    fig, ax = plt.subplots(figsize=(9, 3.2))
+    fig, ax = plt.subplots(figsize=(11, 3.4))
     x = np.arange(len(shown))
     k = np.array([r["kappa_pred"] for r in shown])
     for lo_key, hi_key, width, colour_, label in (
@@ -559,7 +559,7 @@ def interval_figure(rows: list[dict]) -> str:
     ax.set_xticks(x)
     ax.set_xticklabels([r["formula"] or r["id"] for r in shown], rotation=90)
     ax.set_ylabel("κ (W/(m K))")
-    ax.legend(loc="upper left", ncol=2, frameon=False)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=5, frameon=False)
     return to_svg(fig, salt="predictions")
 
 

@@ -119,7 +119,8 @@ def test_bundle_predicts_what_the_run_checkpoints_predict(megnet_run, bundle, in
     for m in modelset.members:
         restored = model_from_checkpoint(registry, m.checkpoint)
         feats = [restored.backbone.featurise(Record(r["id"], "", 1.0, r["cif"])) for r in records]
-        mine.append(restored.transform.inverse(train_predict(restored.model, restored.backbone, feats).numpy()))
+        raw = train_predict(restored.model, restored.backbone, feats)
+        mine.append(restored.transform.inverse(raw.numpy()))
     assert np.array_equal(pred.per_model, np.stack(mine, axis=1))
     # the run's own checkpoint files through the plain collate path: the same numbers
     independent = _independent(megnet_run, registry, records)
@@ -233,9 +234,12 @@ def test_stored_calibration_is_the_validation_coverage(megnet_run, bundle, data_
 
 def test_default_cell_is_the_lowest_mean_mape():
     rows = [{"backbone": "megnet", "strategy": s, "train": t, "test": t, "selection": sel, "mape": m}
-            for s, t, sel, m in [("scratch", "dataset1", "paper", "0.5"), ("scratch", "dataset1", "paper", "0.3"),
-                                 ("double", "dataset1", "paper", "0.35"), ("double", "dataset1", "paper", "0.36"),
-                                 ("double", "dataset1", "last", "0.1"), ("scratch", "mix", "paper", "0.2")]]
+            for s, t, sel, m in [("scratch", "dataset1", "paper", "0.5"),
+                                 ("scratch", "dataset1", "paper", "0.3"),
+                                 ("double", "dataset1", "paper", "0.35"),
+                                 ("double", "dataset1", "paper", "0.36"),
+                                 ("double", "dataset1", "last", "0.1"),
+                                 ("scratch", "mix", "paper", "0.2")]]
     rows.append({"backbone": "megnet", "strategy": "scratch", "train": "mix", "test": "dataset1",
                  "selection": "paper", "mape": "0.01"})
     cell, why = choose_cell({"protocol": {"selection": "paper"}}, rows, train="dataset1")
@@ -259,3 +263,16 @@ def test_crabnet_predicts_from_formulas(tmp_path, data_dir, cache_dir, inputs, c
     assert sorted(r["formula"] for r in rows) == sorted(good)
     assert all(float(r["kappa_pred"]) > 0 for r in rows)
     assert sum("'bad'" in line for line in err.splitlines() if line.startswith("skipped:")) == 1
+
+
+def test_workers_featurise_the_same(bundle, inputs, tmp_path, cli):
+    """--workers 2 featurises chunks in spawned processes into the cache: the same predictions."""
+    out = {}
+    for workers in ("1", "2"):
+        code, _, err = cli("predict", "--model", str(bundle), str(inputs["good"]), str(inputs["json"]),
+                           "--workers", workers, "--cache-dir", str(tmp_path / f"cache{workers}"),
+                           "--out", str(tmp_path / workers / "p.csv"))
+        assert code == 0, err
+        out[workers] = _rows(tmp_path / workers / "p.csv")
+    assert out["1"] == out["2"] and len(out["1"]) == 14
+    assert list((tmp_path / "cache2" / "features").glob("megnet-input-*.pt"))
