@@ -17,7 +17,7 @@ from paraisite_bench.bundle import load_bundle
 from paraisite_bench.cli import main
 from paraisite_bench.context import Context
 from paraisite_bench.plugins import load_registry
-from paraisite_bench.predict import read_inputs, screen
+from paraisite_bench.predict import read_inputs, screen, use_threads
 from paraisite_bench.protocol import Protocol
 
 
@@ -49,7 +49,7 @@ def test_screen_aflow(benchmark, bundle, aflow_json, tmp_path, figures, case):
     path, n = aflow_json
     counter = itertools.count()
     workers = 2 if "2-workers" in case else 1
-    if case == "warm":
+    if case == "warm":  # fill the cache
         screen(modelset, Context(registry, tmp_path, Protocol(), tmp_path / "warm"), read_inputs([path]))
 
     def setup():
@@ -59,7 +59,8 @@ def test_screen_aflow(benchmark, bundle, aflow_json, tmp_path, figures, case):
     def run(ctx):
         return screen(modelset, ctx, read_inputs([path]), workers=workers)
 
-    pred, skipped = benchmark.pedantic(run, setup=setup, rounds=1, iterations=1)
+    with use_threads(1):  # predict's default --threads
+        pred, skipped = benchmark.pedantic(run, setup=setup, rounds=1, iterations=1)
     rate = n / benchmark.stats.stats.min
     benchmark.extra_info.update(structures=n, predicted=len(pred.ids), skipped=len(skipped),
                                 structures_per_s=round(rate, 1))

@@ -39,7 +39,7 @@ from .orchestrate import (
 from .outputs import machine_info, rewrite_outputs, write_csv
 from .overlap import split_fractions
 from .plugins import KINDS, plugin_distributions
-from .predict import cell_label, read_inputs, screen, summary_lines, write_prediction_files
+from .predict import cell_label, read_inputs, screen, summary_lines, use_threads, write_prediction_files
 from .protocol import PRESETS, SELECTION_MODES, SPLIT_MODES, Protocol, SplitOptions
 from .report import ordered_sections
 from .results import BASELINE, table_mean, table_std
@@ -541,14 +541,24 @@ def _run_data_dir(data_dir: str | None, run_dir: str) -> Path:
 @click.option("--top", type=click.IntRange(1), help="Write only the N lowest κ (CSV and page).")
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
               help="Processes featurising the inputs.")
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True,
+              help="Torch threads (one is fastest for these small graphs).")
 @click.option("--data-dir", type=click.Path(), help="Data root (else $PARAISITE_BENCH_DATA or the run's).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Feature cache (as for run).")
 @click.option("--plugin", "plugin_modules", multiple=True, help="Also load this importable plugin module.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
-def predict(args, model_path, backbone, strategy, train, out, top, workers, data_dir, cache_dir,
+def predict(args, model_path, backbone, strategy, train, out, top, workers, threads, data_dir, cache_dir,
             plugin_modules, progress):
     """κ of new structures from a run's trained models (or a bundle): CIF files, folders of CIFs, and CSV or
     JSON files as --dataset-file reads them (κ optional: when given, the errors are reported too)."""
+    with use_threads(threads):
+        _predict(args, model_path, backbone, strategy, train, out, top, workers, data_dir, cache_dir,
+                 plugin_modules, progress)
+
+
+def _predict(args, model_path, backbone, strategy, train, out, top, workers, data_dir, cache_dir,
+             plugin_modules, progress):
+    """predict's steps: the models, the inputs, the screen, the files, the summary."""
     registry = load_plugins(plugin_modules)
     modelset, ctx, inputs = _models(args, model_path, backbone, strategy, train, data_dir, cache_dir,
                                     registry)
@@ -569,20 +579,24 @@ def predict(args, model_path, backbone, strategy, train, out, top, workers, data
 @click.option("--strategy", help="Cell (default: the cell with the lowest mean MAPE).")
 @click.option("--train", help="Cell (default: the cell with the lowest mean MAPE).")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="The bundle, e.g. model.pbm.")
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True,
+              help="Torch threads (one is fastest for these small graphs).")
 @click.option("--data-dir", type=click.Path(), help="Data root (else $PARAISITE_BENCH_DATA or the run's).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Feature cache (as for run).")
 @click.option("--plugin", "plugin_modules", multiple=True, help="Also load this importable plugin module.")
-def export(run_dir, backbone, strategy, train, out, data_dir, cache_dir, plugin_modules):
+def export(run_dir, backbone, strategy, train, out, threads, data_dir, cache_dir, plugin_modules):
     """Write one cell's models to a self-describing bundle that `predict --model` uses without the run."""
-    registry = load_plugins(plugin_modules)
-    modelset, _ctx = modelset_from_run(Path(run_dir), registry, _run_data_dir(data_dir, run_dir),
-                                       Path(cache_dir) if cache_dir else None, backbone, strategy, train)
-    digest = save_bundle(modelset, Path(out))
-    cal = modelset.calibration
-    click.echo(f"cell {cell_label(modelset.cell)}: {modelset.provenance['chosen']}")
-    click.echo(f"{len(modelset.members)} model(s) → {out} ({Path(out).stat().st_size / 1e6:.1f} MB, sha256 "
-               f"{digest}); validation coverage of the interval {cal['coverage']:.2f}, of the models' "
-               f"P10–P90 {cal['raw_coverage']:.2f}")
+    with use_threads(threads):
+        registry = load_plugins(plugin_modules)
+        modelset, _ctx = modelset_from_run(Path(run_dir), registry, _run_data_dir(data_dir, run_dir),
+                                           Path(cache_dir) if cache_dir else None, backbone, strategy, train)
+        digest = save_bundle(modelset, Path(out))
+        cal = modelset.calibration
+        click.echo(f"cell {cell_label(modelset.cell)}: {modelset.provenance['chosen']}")
+        size = Path(out).stat().st_size / 1e6
+        click.echo(f"{len(modelset.members)} model(s) → {out} ({size:.1f} MB, sha256 {digest}); validation "
+                   f"coverage of the interval {cal['coverage']:.2f}, of the models' P10–P90 "
+                   f"{cal['raw_coverage']:.2f}")
 
 
 def main(argv=None):
