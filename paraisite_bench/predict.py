@@ -195,6 +195,8 @@ def calibrate(true, own, dist, raw_low, raw_high) -> dict:
     validation part): the record's κ, that model's κ, its domain distance in that model's representation,
     and the raw P10–P90 interval of all models at that record."""
     true, own, dist = (np.asarray(a, dtype=np.float64) for a in (true, own, dist))
+    if not len(true):
+        raise UserError("the cell's models have no validation record to calibrate their interval on")
     errors = np.abs(log10k(own) - log10k(true))
     edges = distance_bins(dist)
     bins = bin_of(edges, dist)
