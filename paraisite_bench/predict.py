@@ -68,7 +68,7 @@ NO_KAPPA = 1.0
 @contextmanager
 def use_threads(n: int):
     """Torch threads of this process while the block runs. One by default, as for training: a batch of small
-    graphs does not scale past one thread, and on a busy machine two threads were 8–20× slower than one
+    graphs does not scale past one thread, and on a busy machine two threads were 8–22× slower than one
     (MEGNet forward, 1,000 AFLOW structures: 3.1 s with 1 thread, 25–69 s with 2, 2 cores at load 8–10)."""
     before = torch.get_num_threads()
     torch.set_num_threads(n)
