@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from .baselines import plan_baselines, planned_baselines
-from .bundle import load_bundle, modelset_from_run, save_bundle
+from .bundle import load_bundle, modelset_from_run, read_run, save_bundle
 from .compilation import COMPILE_MODES
 from .context import Context
 from .data import resolve_data_dir
@@ -523,9 +523,9 @@ def _models(args: tuple[str, ...], model_path, backbone, strategy, train, data_d
 
 def _run_data_dir(data_dir: str | None, run_dir: str) -> Path:
     """--data-dir, else $PARAISITE_BENCH_DATA, else the data root the run recorded."""
+    info, _rows = read_run(Path(run_dir))  # not a run directory: say that first
     if not data_dir and not os.environ.get("PARAISITE_BENCH_DATA"):
-        info = Path(run_dir) / "run.json"
-        data_dir = json.loads(info.read_text()).get("data_dir") if info.exists() else None
+        data_dir = info.get("data_dir")
     return resolve_data_dir(data_dir)
 
 

@@ -276,3 +276,11 @@ def test_workers_featurise_the_same(bundle, inputs, tmp_path, cli):
         out[workers] = _rows(tmp_path / workers / "p.csv")
     assert out["1"] == out["2"] and len(out["1"]) == 14
     assert list((tmp_path / "cache2" / "features").glob("megnet-input-*.pt"))
+
+
+def test_not_a_run_nor_a_bundle_is_one_line(inputs, tmp_path, cli):
+    cif = str(next(inputs["good"].glob("*.cif")))
+    code, _, err = cli("predict", str(tmp_path), cif, "--out", str(tmp_path / "p.csv"))
+    assert code == 2 and "not a run directory" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli("predict", "--model", cif, cif, "--out", str(tmp_path / "p.csv"))
+    assert code == 2 and "not" in err and "bundle" in err and len(err.strip().splitlines()) == 1
