@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from .baselines import plan_baselines, planned_baselines
+from .bundle import load_bundle, modelset_from_run, read_run, save_bundle
 from .compilation import COMPILE_MODES
 from .context import Context
 from .data import resolve_data_dir
@@ -42,6 +43,7 @@ from .outputs import machine_info, rewrite_outputs, write_csv
 from .overlap import split_fractions
 from .parts import parse_splits, splits_text
 from .plugins import KINDS, plugin_distributions
+from .predict import cell_label, read_inputs, screen, summary_lines, use_threads, write_prediction_files
 from .protocol import (
     PRESETS,
     SELECTION_MODES,
@@ -632,6 +634,102 @@ def audit(datasets, data_dir, cache_dir, split_by, splits, seed, plugin_modules,
 
     for line in audit_lines(ctx, names, options, splits):
         click.echo(line)
+
+
+def _models(args: tuple[str, ...], model_path, backbone, strategy, train, data_dir, cache_dir,
+            registry) -> tuple:
+    """(model set, context, inputs) of ``predict``: from a bundle (--model) or from RUN_DIR (the first
+    argument), the cell chosen as given or by the lowest mean MAPE."""
+    cache = Path(cache_dir) if cache_dir else None
+    if model_path:
+        if backbone or strategy or train:
+            raise UserError("--backbone/--strategy/--train choose a cell of a run: "
+                            "a bundle (--model) holds one")
+        return load_bundle(Path(model_path), registry), Context(registry, Path("."), Protocol(), cache), args
+    if not args:
+        raise UserError("give RUN_DIR and INPUT..., or --model FILE.pbm and INPUT...")
+    modelset, ctx = modelset_from_run(Path(args[0]), registry, _run_data_dir(data_dir, args[0]), cache,
+                                      backbone, strategy, train)
+    click.echo(f"cell {cell_label(modelset.cell)}: {modelset.provenance['chosen']}")
+    return modelset, ctx, args[1:]
+
+
+def _run_data_dir(data_dir: str | None, run_dir: str) -> Path:
+    """--data-dir, else $PARAISITE_BENCH_DATA, else the data root the run recorded."""
+    info, _rows = read_run(Path(run_dir))  # not a run directory: say that first
+    if not data_dir and not os.environ.get("PARAISITE_BENCH_DATA"):
+        data_dir = info.get("data_dir")
+    return resolve_data_dir(data_dir)
+
+
+@cli.command()
+@click.argument("args", nargs=-1, metavar="[RUN_DIR] INPUT...")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False),
+              help="A model bundle written by `paraisite-bench export` (then no RUN_DIR).")
+@click.option("--backbone", help="Cell of RUN_DIR (default: the cell with the lowest mean MAPE).")
+@click.option("--strategy", help="Cell of RUN_DIR (default: the cell with the lowest mean MAPE).")
+@click.option("--train", help="Cell of RUN_DIR (default: the cell with the lowest mean MAPE).")
+@click.option("--out", type=click.Path(dir_okay=False), default="predictions.csv", show_default=True,
+              help="The CSV, sorted by κ; predictions.html is written next to it.")
+@click.option("--top", type=click.IntRange(1), help="Write only the N lowest κ (CSV and page).")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+              help="Processes featurising the inputs.")
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True,
+              help="Torch threads (one is fastest for these small graphs).")
+@click.option("--data-dir", type=click.Path(), help="Data root (else $PARAISITE_BENCH_DATA or the run's).")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Feature cache (as for run).")
+@click.option("--plugin", "plugin_modules", multiple=True, help="Also load this importable plugin module.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+def predict(args, model_path, backbone, strategy, train, out, top, workers, threads, data_dir, cache_dir,
+            plugin_modules, progress):
+    """κ of new structures from a run's trained models (or a bundle): CIF files, folders of CIFs, and CSV or
+    JSON files as --dataset-file reads them (κ optional: when given, the errors are reported too)."""
+    with use_threads(threads):
+        _predict(args, model_path, backbone, strategy, train, out, top, workers, data_dir, cache_dir,
+                 plugin_modules, progress)
+
+
+def _predict(args, model_path, backbone, strategy, train, out, top, workers, data_dir, cache_dir,
+             plugin_modules, progress):
+    """predict's steps: the models, the inputs, the screen, the files, the summary."""
+    registry = load_plugins(plugin_modules)
+    modelset, ctx, inputs = _models(args, model_path, backbone, strategy, train, data_dir, cache_dir,
+                                    registry)
+    if not inputs:
+        raise UserError("give at least one INPUT: a CIF file, a folder of CIFs, or a CSV/JSON file")
+    records = read_inputs(inputs)
+    pred, skipped = screen(modelset, ctx, records, workers, progress, tuple(plugin_modules),
+                           announce=lambda line: click.echo(f"skipped: {line}", err=True))
+    rows = write_prediction_files(modelset, records, pred, skipped, Path(out), top=top)
+    for line in summary_lines(rows, modelset):
+        click.echo(line)
+    click.echo(f"  → {out} (+ {Path(out).with_suffix('.html').name})")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--backbone", help="Cell (default: the cell with the lowest mean MAPE).")
+@click.option("--strategy", help="Cell (default: the cell with the lowest mean MAPE).")
+@click.option("--train", help="Cell (default: the cell with the lowest mean MAPE).")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="The bundle, e.g. model.pbm.")
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True,
+              help="Torch threads (one is fastest for these small graphs).")
+@click.option("--data-dir", type=click.Path(), help="Data root (else $PARAISITE_BENCH_DATA or the run's).")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Feature cache (as for run).")
+@click.option("--plugin", "plugin_modules", multiple=True, help="Also load this importable plugin module.")
+def export(run_dir, backbone, strategy, train, out, threads, data_dir, cache_dir, plugin_modules):
+    """Write one cell's models to a self-describing bundle that `predict --model` uses without the run."""
+    with use_threads(threads):
+        registry = load_plugins(plugin_modules)
+        modelset, _ctx = modelset_from_run(Path(run_dir), registry, _run_data_dir(data_dir, run_dir),
+                                           Path(cache_dir) if cache_dir else None, backbone, strategy, train)
+        digest = save_bundle(modelset, Path(out))
+        cal = modelset.calibration
+        click.echo(f"cell {cell_label(modelset.cell)}: {modelset.provenance['chosen']}")
+        size = Path(out).stat().st_size / 1e6
+        click.echo(f"{len(modelset.members)} model(s) → {out} ({size:.1f} MB, sha256 {digest}); validation "
+                   f"coverage of the interval {cal['coverage']:.2f}, of the models' P10–P90 "
+                   f"{cal['raw_coverage']:.2f}")
 
 
 def main(argv=None):

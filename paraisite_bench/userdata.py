@@ -93,7 +93,7 @@ def _columns(path: Path, fields: Iterable[str], required: Sequence[str]) -> None
                         f"{', '.join(fields) or 'none'}); {_EXPECTED}")
 
 
-def _read_csv(path: Path, source: str, folder_of_cifs: bool = False) -> list[Record]:
+def _read_csv(path: Path, source: str, folder_of_cifs: bool = False, kappa: bool = True) -> list[Record]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
@@ -104,12 +104,13 @@ def _read_csv(path: Path, source: str, folder_of_cifs: bool = False) -> list[Rec
     if not fields:
         raise UserError(f"{path}: the file is empty; {_EXPECTED}")
     rows = [{(k or "").strip().lower(): v for k, v in row.items()} for row in rows]
+    required = ["id", "kappa"] if kappa else ["id"]
     if folder_of_cifs:
-        _columns(path, fields, ["id", "kappa"])
+        _columns(path, fields, required)
         for row in rows:
             row["cif"] = f"{str(row.get('id') or '').strip()}.cif"
     else:
-        _columns(path, fields, ["id", "kappa"])
+        _columns(path, fields, required)
         if "cif" not in fields and "formula" not in fields:
             raise UserError(f"{path}: neither a 'cif' nor a 'formula' column (columns: {', '.join(fields)}); "
                             f"{_EXPECTED}")
@@ -118,7 +119,7 @@ def _read_csv(path: Path, source: str, folder_of_cifs: bool = False) -> list[Rec
     return [_record(row, i, path.parent, source) for i, row in enumerate(rows)]
 
 
-def _read_json(path: Path, source: str) -> list[Record]:
+def _read_json(path: Path, source: str, kappa: bool = True) -> list[Record]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -136,15 +137,16 @@ def _read_json(path: Path, source: str) -> list[Record]:
             raise UserError(f"{path}: record #{i + 1} is {type(raw).__name__}, not an object "
                             "{id, kappa, cif or formula}")
         raw = {str(k).strip().lower(): v for k, v in raw.items()}
-        if "kappa" not in raw:
+        if kappa and "kappa" not in raw:
             raise UserError(f"{path}: record #{i + 1} ({raw.get('id', '?')!r}) has no 'kappa' "
                             f"(keys: {', '.join(raw) or 'none'}); {_EXPECTED}")
         out.append(_record(raw, i, path.parent, source))
     return out
 
 
-def read_dataset_file(path: Path, source: str) -> list[Record]:
-    """The raw records of a CSV file, a JSON file or a folder of CIFs plus a CSV of κ."""
+def read_dataset_file(path: Path, source: str, kappa: bool = True) -> list[Record]:
+    """The raw records of a CSV file, a JSON file or a folder of CIFs plus a CSV of κ. ``kappa=False``
+    (inputs to predict): the ``kappa`` column or key may be absent (the records' value is then None)."""
     if not path.exists():
         raise UserError(f"--dataset-file {path}: no such file or folder")
     if path.is_dir():
@@ -152,14 +154,19 @@ def read_dataset_file(path: Path, source: str) -> list[Record]:
         if len(tables) != 1:
             raise UserError(f"--dataset-file {path}: a folder must hold *.cif files and exactly one CSV of "
                             f"id,kappa (found {len(tables)} CSV files)")
-        return _read_csv(tables[0], source, folder_of_cifs=True)
+        return _read_csv(tables[0], source, folder_of_cifs=True, kappa=kappa)
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return _read_csv(path, source)
+        return _read_csv(path, source, kappa=kappa)
     if suffix == ".json":
-        return _read_json(path, source)
+        return _read_json(path, source, kappa=kappa)
     raise UserError(f"--dataset-file {path}: unknown format {suffix or '(no extension)'}; "
                     "give a .csv or .json file or a folder of CIFs with a CSV of κ")
+
+
+def cif_record(path: Path, source: str) -> Record:
+    """A record of one CIF file: its id is the file's stem, its formula read from the CIF, no κ."""
+    return _record({"id": path.stem, "cif": str(path.resolve())}, 0, path.parent, source)
 
 
 def _loader(records: tuple[Record, ...], _ctx) -> list[Record]:
