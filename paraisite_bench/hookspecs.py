@@ -7,8 +7,8 @@ A plugin is any module registered under the ``paraisite_bench`` entry-point grou
     my_backbone = "my_package.plugin"
 
 and implementing one or more of the hooks below with :data:`paraisite_bench.hookimpl`.
-The built-in backbones, datasets, strategies, executors, report sections and baselines are registered through
-this very group.
+The built-in backbones, datasets, strategies, executors, report sections, baselines and training recipes are
+registered through this very group.
 """
 
 from __future__ import annotations

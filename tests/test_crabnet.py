@@ -340,3 +340,26 @@ def test_a_plugins_recipe_is_used_by_the_stage_that_names_it(data_dir, cache_dir
         train_stage(ctx, _stage(ctx, recipe="nope", epochs=1), None)
     assert "unknown recipe 'nope'" in str(err.value) and "sgd-const" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_recipe_hook_docstring_example_runs(tmp_path, monkeypatch):
+    """register_recipes' documented example is a working plugin: loaded like a third party's module, its
+    recipe divides the lr by 10 after every 10 epochs."""
+    import importlib
+    import textwrap
+
+    from paraisite_bench import hookspecs
+    from paraisite_bench.plugins import load_registry
+
+    code = textwrap.dedent(hookspecs.register_recipes.__doc__.split("Runnable example::", 1)[1])
+    (tmp_path / "example_register_recipes.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = load_registry([importlib.import_module("example_register_recipes")], entry_points=False)
+    assert not registry.broken
+    recipe = registry.get("recipe", "sgd-step")(torch.nn.Linear(2, 1), {"lr": 0.5}, 3, "fast", "cpu")
+    lrs = []
+    for epoch in range(1, 22):
+        recipe.optimizer.step()  # no gradients: the weights stay, the schedule sees a step
+        lrs.append(recipe.lr())
+        recipe.after_epoch(epoch, 1.0)
+    assert lrs[0] == lrs[9] == 0.5 and lrs[10] == pytest.approx(0.05) and lrs[20] == pytest.approx(0.005)

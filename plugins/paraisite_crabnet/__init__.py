@@ -7,11 +7,19 @@ over the formula's real elements. ``fc_out`` is linear, so ``fc_out(representati
 element-averaged output before its uncertainty split: tests/test_crabnet.py proves it. The ParAIsite
 head goes on top, as for MEGNet.
 
-Sizes: ``PARAISITE_BENCH_CRABNET="d_model=64,N=2,heads=4,dim_feedforward=256"`` (any of d_model, N,
-heads, dim_feedforward, dropout) overrides the defaults; the settings are part of every feature-cache
-and stage key. Default: d_model 128 (≈3.5 M parameters with CrabNet's feed-forward width 2048),
-≈4.5 s per epoch on expt_gap's 3.7 k training formulas on one thread, a quarter of the published
-d_model 512 (≈12 M parameters, ≈14 s per epoch), so that a pretraining stage fits the shared machine.
+Sizes: ``PARAISITE_BENCH_CRABNET=published`` is the published size (SubCrab's defaults: d_model 512, N 3,
+heads 4, dim_feedforward 2048, dropout 0.1); ``PARAISITE_BENCH_CRABNET="d_model=64,N=2,heads=4"`` (any of
+d_model, N, heads, dim_feedforward, dropout, after ``published`` or alone) overrides the defaults; the
+settings are part of every feature-cache and stage key. Default: d_model 128 (≈3.5 M parameters with
+CrabNet's feed-forward width 2048), ≈4.5 s per epoch on expt_gap's 3.7 k training formulas on one
+thread, a quarter of the published d_model 512 (≈12 M parameters, ≈14 s per epoch), so that a
+pretraining stage fits the shared machine. The representation is 128 wide at every size: SubCrab's
+``output_nn`` ends on a 128-wide hidden layer whatever d_model (``out_hidden`` [1024, 512, 256, 128]).
+
+Training recipe ``crabnet`` (:class:`CrabNetRecipe`, a stage option ``recipe=crabnet``): CrabNet's own
+Lamb + Lookahead + SWA with its cyclic learning rate.
+
+Batches: :meth:`CrabNetBackbone.batcher` slices pre-padded tensors (the same batch as ``collate``).
 
 crabnet is imported lazily and its quirks are contained: importing ``crabnet.kingcrab`` seeds torch
 and numpy globally (the RNG states are restored around the import); the matplotlib font change and

@@ -130,7 +130,7 @@ def run(backbone: str, task_name: str, epochs: int, batch_size: int, folds: list
                          init=Init.random(), parent=None, dataset=task.name, split=fold, options=options,
                          label=f"fidelity:{backbone}>{task.name}#fold{fold}")
         t0 = time.time()
-        payload, summary = train_stage(ctx, spec, None)
+        payload, summary = train_stage(ctx, spec, None, on_epoch=_progress(fold, t0))
         restored = model_from_checkpoint(ctx, payload)
         test_ids = ctx.folds[fold][1]
         missing = [i for i in test_ids if i not in feats]
@@ -144,6 +144,12 @@ def run(backbone: str, task_name: str, epochs: int, batch_size: int, folds: list
         if out_path:
             Path(out_path).write_text(json.dumps(result(), indent=1, default=str))
     return result()
+
+
+def _progress(fold: int, t0: float):
+    """An ``on_epoch`` callback printing one line per epoch (a published-size fold runs for an hour)."""
+    return lambda epoch, epochs: print(f"fold {fold}: epoch {epoch}/{epochs}, {time.time() - t0:.0f} s",
+                                       file=sys.stderr, flush=True)
 
 
 def _fold_row(fold: int, mae: float, summary: dict, n_test: int, wall_s: float) -> dict:
