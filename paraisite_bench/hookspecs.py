@@ -7,8 +7,8 @@ A plugin is any module registered under the ``paraisite_bench`` entry-point grou
     my_backbone = "my_package.plugin"
 
 and implementing one or more of the hooks below with :data:`paraisite_bench.hookimpl`.
-The built-in backbones, datasets, strategies, executors, report sections and baselines are registered through
-this very group.
+The built-in backbones, datasets, strategies, executors, report sections, baselines and training recipes are
+registered through this very group.
 """
 
 from __future__ import annotations
@@ -214,4 +214,39 @@ def register_report_sections(register):
         def register_report_sections(register):
             register(ReportSection(name="slowest", title="Slowest training stages", render=slowest_stages,
                                    order=95))
+    """
+
+
+@hookspec
+def register_recipes(register):
+    """Register training recipes: ``register(RecipeSubclass)``, used by stages whose options say
+    ``recipe=<name>`` (e.g. ``--stage-options dataset1:recipe=sgd-step``).
+
+    A recipe (see :class:`paraisite_bench.recipe.Recipe`, whose docstring is the contract: what it is
+    built from, when the loop calls it, how averaged weights enter epoch selection) owns a stage's
+    optimiser, its learning-rate schedule and any weight averaging; the loss, the batches and the epoch
+    selection stay the core's. A stage without ``recipe`` uses Adam with cosine annealing.
+    Runnable example::
+
+        import torch
+
+        from paraisite_bench import hookimpl
+        from paraisite_bench.recipe import Recipe
+
+        class SGDStep(Recipe):
+            # SGD with momentum 0.9 at the stage's lr, divided by 10 every 10 epochs
+
+            name = "sgd-step"
+            description = "SGD, momentum 0.9, lr / 10 every 10 epochs"
+
+            def __init__(self, model, options, steps_per_epoch, loop, device):
+                self.optimizer = torch.optim.SGD(model.parameters(), lr=options["lr"], momentum=0.9)
+                self.schedule = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=10, gamma=0.1)
+
+            def after_epoch(self, epoch, val_metric):
+                self.schedule.step()
+
+        @hookimpl
+        def register_recipes(register):
+            register(SGDStep)
     """

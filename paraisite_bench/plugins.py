@@ -1,6 +1,6 @@
-"""Plugin discovery: every backbone, dataset, strategy, executor, report section and baseline comes from the
-``paraisite_bench`` entry-point group (built-ins included), or from modules passed in explicitly
-(``--plugin``, tests, scripts)."""
+"""Plugin discovery: every backbone, dataset, strategy, executor, report section, baseline and training
+recipe comes from the ``paraisite_bench`` entry-point group (built-ins included), or from modules passed in
+explicitly (``--plugin``, tests, scripts)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from .baseline import Baseline
 from .data import DatasetSpec
 from .errors import UserError
 from .executors import Executor
+from .recipe import Recipe
 from .report import ReportSection
 from .strategy import Strategy
 
@@ -42,6 +43,7 @@ KINDS: dict[str, tuple[str, str, Callable[[Any], bool]]] = {
     "section": ("register_report_sections", "sections", lambda o: isinstance(o, ReportSection)),
     "baseline": ("register_baselines", "baselines",
                  lambda o: isinstance(o, type) and issubclass(o, Baseline)),
+    "recipe": ("register_recipes", "recipes", lambda o: isinstance(o, type) and issubclass(o, Recipe)),
 }
 
 
@@ -55,6 +57,8 @@ class Registry:
     sections: dict[str, ReportSection] = field(default_factory=dict)
     #: baseline classes (an unfitted instance: :meth:`baseline`)
     baselines: dict[str, type[Baseline]] = field(default_factory=dict)
+    #: training recipe classes, named by a stage's ``options["recipe"]``
+    recipes: dict[str, type[Recipe]] = field(default_factory=dict)
     #: (kind, name) -> plugin that provides it
     providers: dict[tuple[str, str], str] = field(default_factory=dict)
     #: (plugin, one-line error) for plugins that failed to load or register

@@ -24,11 +24,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+#: the crabnet backbone's size setting (read by the crabnet plugin when the backbone is built)
+CRABNET_ENV = "PARAISITE_BENCH_CRABNET"
 
 PUBLISHED = {
     "expt_gap": {"mean_mae": 0.3463, "std_mae": 0.0088, "units": "eV", "model": "CrabNet (d_model 512)",
@@ -65,7 +69,10 @@ def fold_context_class():
 
 
 def run(backbone: str, task_name: str, epochs: int, batch_size: int, folds: list[int], threads: int,
-        data_dir: Path, cache_dir: Path | None, lr: float, cosine_tmax: int, inner_val: float) -> dict:
+        data_dir: Path, cache_dir: Path | None, lr: float, cosine_tmax: int, inner_val: float,
+        recipe: str | None = None, out_path: Path | None = None) -> dict:
+    """Train and score the folds; ``recipe`` names a training recipe for the stages (None: the default
+    Adam + cosine); with ``out_path`` the result so far is written there after every fold."""
     import pandas as pd
     import torch
     from matbench.task import MatbenchTask
@@ -97,17 +104,33 @@ def run(backbone: str, task_name: str, epochs: int, batch_size: int, folds: list
     bb = ctx.backbone(backbone)
     feats = ctx.features(backbone, task.name)
     recs = ctx.dataset(task.name).records
-    per_fold = []
+    per_fold: list[dict] = []
     t_all = time.time()
+
+    def result() -> dict:
+        out = {"backbone": backbone, "settings": bb.settings(), "task": task.matbench, "epochs": epochs,
+               "batch_size": batch_size, "lr": lr, "cosine_tmax": cosine_tmax, "recipe": recipe,
+               "threads": threads, "folds": per_fold, "wall_s": round(time.time() - t_all, 1),
+               "published": PUBLISHED.get(task.name)}
+        if mb.all_folds_recorded:
+            scores = mb.scores  # matbench's own scoring over its 5 folds
+            out["matbench_scores"] = {m: dict(v) for m, v in scores.items()}
+            out["mean_mae"] = float(scores["mae"]["mean"])
+        elif per_fold:
+            out["mean_mae_recorded_folds"] = float(np.mean([f["mae"] for f in per_fold]))
+        return out
+
     for fold in mb.folds:
         if fold not in folds:
             continue
         options = protocol.training_options(task.name)
+        if recipe:
+            options = dict(options, recipe=recipe)
         spec = StageSpec(key=stable_hash(["fidelity", backbone, task.name, fold, options]), backbone=bb.name,
                          init=Init.random(), parent=None, dataset=task.name, split=fold, options=options,
                          label=f"fidelity:{backbone}>{task.name}#fold{fold}")
         t0 = time.time()
-        payload, summary = train_stage(ctx, spec, None)
+        payload, summary = train_stage(ctx, spec, None, on_epoch=_progress(fold, t0))
         restored = model_from_checkpoint(ctx, payload)
         test_ids = ctx.folds[fold][1]
         missing = [i for i in test_ids if i not in feats]
@@ -116,21 +139,27 @@ def run(backbone: str, task_name: str, epochs: int, batch_size: int, folds: list
         pred = restored.transform.inverse(predict(restored.model, bb, [feats[i] for i in test_ids]).numpy())
         mb.record(fold, pred.tolist())
         mae = float(np.mean(np.abs(pred - np.array([recs[i].value for i in test_ids]))))
-        per_fold.append({"fold": fold, "mae": mae, "best_epoch": summary["best_epoch"],
-                         "n_train": summary["n_train"], "n_val": summary["n_val"], "n_test": len(test_ids),
-                         "wall_s": round(time.time() - t0, 1)})
-        print(json.dumps(per_fold[-1]), flush=True)
-    out = {"backbone": backbone, "settings": bb.settings(), "task": task.matbench, "epochs": epochs,
-           "batch_size": batch_size, "lr": lr, "cosine_tmax": cosine_tmax, "threads": threads,
-           "folds": per_fold, "wall_s": round(time.time() - t_all, 1),
-           "published": PUBLISHED.get(task.name)}
-    if mb.all_folds_recorded:
-        scores = mb.scores  # matbench's own scoring over its 5 folds
-        out["matbench_scores"] = {m: dict(v) for m, v in scores.items()}
-        out["mean_mae"] = float(scores["mae"]["mean"])
-    else:
-        out["mean_mae_recorded_folds"] = float(np.mean([f["mae"] for f in per_fold]))
-    return out
+        per_fold.append(_fold_row(fold, mae, summary, len(test_ids), time.time() - t0))
+        print(json.dumps({k: v for k, v in per_fold[-1].items() if k != "curves"}), flush=True)
+        if out_path:
+            Path(out_path).write_text(json.dumps(result(), indent=1, default=str))
+    return result()
+
+
+def _progress(fold: int, t0: float):
+    """An ``on_epoch`` callback printing one line per epoch (a published-size fold runs for an hour)."""
+    return lambda epoch, epochs: print(f"fold {fold}: epoch {epoch}/{epochs}, {time.time() - t0:.0f} s",
+                                       file=sys.stderr, flush=True)
+
+
+def _fold_row(fold: int, mae: float, summary: dict, n_test: int, wall_s: float) -> dict:
+    """One fold's line of the result: its test MAE, the selected epoch, and its learning curve
+    ([epoch, training loss, validation metric, lr] per epoch)."""
+    return {"fold": fold, "mae": mae, "best_epoch": summary["best_epoch"], "best_val": summary["best_val"],
+            "averaged": summary.get("averaged"), "n_train": summary["n_train"], "n_val": summary["n_val"],
+            "n_test": n_test, "wall_s": round(wall_s, 1),
+            "curves": [[c["epoch"], round(c["train_mape"], 5), round(c["val_mape"], 5), c["lr"]]
+                       for c in summary["curves"]]}
 
 
 def main(argv=None) -> int:
@@ -150,19 +179,22 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--data-dir")
     p.add_argument("--cache-dir")
-    p.add_argument("--out", help="write the result as JSON here")
+    p.add_argument("--recipe", help="training recipe of the stages (e.g. crabnet); default: Adam + cosine")
+    p.add_argument("--published", action="store_true",
+                   help=f"the published CrabNet size (sets {CRABNET_ENV}=published)")
+    p.add_argument("--out", help="write the result as JSON here (after every fold)")
     a = p.parse_args(argv)
+    if a.published:
+        os.environ[CRABNET_ENV] = "published"
     try:
         out = run(a.backbone, a.task, a.epochs, a.batch_size, [int(f) for f in a.folds.split(",")], a.threads,
                   resolve_data_dir(a.data_dir), Path(a.cache_dir) if a.cache_dir else None, a.lr,
-                  a.cosine_tmax or a.epochs, a.inner_val)
+                  a.cosine_tmax or a.epochs, a.inner_val, recipe=a.recipe, out_path=a.out)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    text = json.dumps(out, indent=1, default=str)
-    if a.out:
-        Path(a.out).write_text(text)
-    print(text)
+    brief = {**out, "folds": [{k: v for k, v in f.items() if k != "curves"} for f in out["folds"]]}
+    print(json.dumps(brief, indent=1, default=str))
     return 0
 
 
