@@ -25,7 +25,7 @@ from paraisite_bench.train import StageSpec, train_stage
 @pytest.mark.parametrize("dataset, batch", [("dataset1", 8), ("expt_gap", 256)])
 def test_crabnet_train_epoch(benchmark, data_dir, tmp_path, dataset, batch):
     torch.set_num_threads(1)
-    protocol = dataclasses.replace(Protocol(epochs=1), stage_batch_size=((dataset, batch),))
+    protocol = dataclasses.replace(Protocol(epochs=1), stage_options=((dataset, (("batch_size", batch),)),))
     ctx = Context(load_registry(), data_dir, protocol, tmp_path)
     ctx.features("crabnet", dataset)
     spec = StageSpec(key="bench", backbone="crabnet", init=Init.random(), parent=None, dataset=dataset,
@@ -64,7 +64,8 @@ def test_crabnet_stage_before_vs_now(benchmark, data_dir, tmp_path, figures, dat
     over 3 rounds, best kept: building one epoch's shuffled training batches, and one training stage of
     ``EPOCHS`` epochs (model build and validation included), 1 thread."""
     torch.set_num_threads(1)
-    protocol = dataclasses.replace(Protocol(epochs=EPOCHS[dataset]), stage_batch_size=((dataset, batch),))
+    protocol = dataclasses.replace(Protocol(epochs=EPOCHS[dataset]),
+                                   stage_options=((dataset, (("batch_size", batch),)),))
     ctx = Context(load_registry(), data_dir, protocol, tmp_path)
     feats = list(ctx.features("crabnet", dataset).values())
     bb = ctx.backbone("crabnet")

@@ -42,7 +42,7 @@ from .runner import plan_tasks, shared_stages
 from .stagecache import StageCache
 from .store import Store
 from .strategy import Init
-from .train import StageData, _batching, _model_and_optimiser, _train_epoch, _validate
+from .train import StageData, _batching, _model_and_recipe, _train_epoch, _validate
 from .worker import Task
 
 #: training steps timed per rate (after as many untimed ones: the first steps pay for allocations)
@@ -211,8 +211,8 @@ def measure_rate(ctx: Context, spec, compiled: bool, res: Resources) -> dict:
     feats = sample_features(ctx, spec.backbone, spec.dataset, spec.options["batch_size"] * TIMED_STEPS)
     data = _sample_data(ctx, spec, feats, device)
     start = spec.init if spec.init.kind == "weights" else Init.random()
-    model, _info, optimizer, _sched = _model_and_optimiser(ctx, replace(spec, init=start, parent=None),
-                                                           None, "fast", device)
+    model, _info, recipe = _model_and_recipe(ctx, replace(spec, init=start, parent=None), None, "fast",
+                                             device, len(data.train_ids))
     make_batch, predict_val = _batching(bb, model, data, "fast", device)
     threads = torch.get_num_threads()
     torch.set_num_threads(res.threads)
@@ -223,7 +223,7 @@ def measure_rate(ctx: Context, spec, compiled: bool, res: Resources) -> dict:
             sample = make_batch(list(range(spec.options["batch_size"])))
             bb.accelerate(model.backbone, sample if device.type == "cpu" else bb.to_device(sample, device))
         compile_s = time.perf_counter() - t0
-        train_s = _timed(lambda: _train_epoch(model, bb, optimizer, make_batch, data, torch.Generator(),
+        train_s = _timed(lambda: _train_epoch(model, bb, recipe, make_batch, data, torch.Generator(),
                                               spec.options["batch_size"], device))
         eval_s = _timed(lambda: _validate(model, predict_val, data))
     finally:

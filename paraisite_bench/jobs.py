@@ -85,6 +85,8 @@ def add_stage(plan: Plan, ctx: Context, bb, init: Init, parent: str | None, data
     contributors = [("backbone", bb.name), ("dataset", dataset), *(("dataset", a) for a in atoms)]
     if strategy:
         contributors.append(("strategy", strategy))
+    if options.get("recipe"):  # the recipe's code decides the stage's result like the backbone's
+        contributors.append(("recipe", options["recipe"]))
     rules = [ctx.split_rule(a) for a in atoms]
     key = stable_hash({
         "backbone": bb.name, "settings": bb.settings(), "init": str(init), "parent": parent,

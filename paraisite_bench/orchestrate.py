@@ -133,6 +133,8 @@ class Launch:
         per_dataset = protocol.subsample + protocol.stage_options
         self.check_names("dataset", [name for name, _ in per_dataset] + [d for _, d in protocol.pretraining])
         self.check_names("backbone", [b for b, _ in protocol.pretraining])
+        recipes = [dict(options).get("recipe") for _, options in protocol.stage_options]
+        self.check_names("recipe", [r for r in recipes if r])
         cache = Path(self.options.cache_dir) if self.options.cache_dir else None
         return Context(self.registry, self.data_dir, protocol, cache)
 

@@ -69,9 +69,9 @@ def test_pretraining_option_picks_another_dataset(registry, data_dir):
 
 
 def test_stage_options_override_the_backbones_defaults_option_by_option(registry, data_dir):
-    _ctx, plan = _plan(registry, data_dir, stage_options=(("mp_e_form", (("epochs", 3), ("recipe", "x"))),))
+    _ctx, plan = _plan(registry, data_dir, stage_options=(("mp_e_form", (("epochs", 3), ("recipe", "crabnet"))),))
     (pre,) = [s for s in plan.stages.values() if s.dataset == "mp_e_form"]
-    assert (pre.options["epochs"], pre.options["batch_size"], pre.options["recipe"]) == (3, 256, "x")
+    assert (pre.options["epochs"], pre.options["batch_size"], pre.options["recipe"]) == (3, 256, "crabnet")
     assert all("recipe" not in s.options for s in plan.stages.values() if s.dataset != "mp_e_form")
 
 
@@ -81,12 +81,14 @@ def test_pretraining_a_backbone_with_published_weights_is_refused(registry, data
     assert "published weights" in reasons["pretrained"] and "published weights" in reasons["double"]
 
 
-@pytest.mark.parametrize("value", ["mp_e_form", "mp_e_form:epochs=x", "mp_e_form:speed=3", ":epochs=3"])
+@pytest.mark.parametrize("value", ["mp_e_form", "mp_e_form:epochs=x", "mp_e_form:speed=3", ":epochs=3",
+                                   "mp_e_form:recipe=nope"])
 def test_bad_stage_options_give_one_line(cli, tmp_path, value):
     code, out, err = cli("run", *SMALL, "--backbones", "crabnet", "--stage-options", value, "--out",
                          str(tmp_path / "run"))
     assert code == 2
-    assert "--stage-options" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert ("--stage-options" in err or "unknown recipe" in err) and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
 
 
