@@ -69,7 +69,8 @@ def test_pretraining_option_picks_another_dataset(registry, data_dir):
 
 
 def test_stage_options_override_the_backbones_defaults_option_by_option(registry, data_dir):
-    _ctx, plan = _plan(registry, data_dir, stage_options=(("mp_e_form", (("epochs", 3), ("recipe", "crabnet"))),))
+    options = (("mp_e_form", (("epochs", 3), ("recipe", "crabnet"))),)
+    _ctx, plan = _plan(registry, data_dir, stage_options=options)
     (pre,) = [s for s in plan.stages.values() if s.dataset == "mp_e_form"]
     assert (pre.options["epochs"], pre.options["batch_size"], pre.options["recipe"]) == (3, 256, "crabnet")
     assert all("recipe" not in s.options for s in plan.stages.values() if s.dataset != "mp_e_form")
