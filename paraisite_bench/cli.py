@@ -529,6 +529,8 @@ def _failures(out_dir, outcome, result) -> None:
               help="Batch size of pretraining stages (CrabNet's own choice for 4-10 k formulas; the target "
                    "stages keep the protocol's 8).")
 @click.option("--stage-epochs", help="Epochs for stages on given datasets, e.g. expt_gap=100.")
+@click.option("--stage-options", "stage_options", multiple=True, metavar="DATASET:OPTION=VALUE,...",
+              help="As for run, e.g. expt_gap:recipe=crabnet (over --pretrain-epochs/--pretrain-batch-size).")
 @click.option("--subsample",
               help="Cap records of a dataset (deterministic), e.g. elasticity_log10_kvrh=3000.")
 @click.option("--rule", default="mean+1*std", show_default=True,
@@ -552,14 +554,14 @@ def _failures(out_dir, outcome, result) -> None:
               help="As for run [default: $PARAISITE_BENCH_COMPILE or auto].")
 @dry_run_option
 def select(candidates, dataset, repeats, epochs, pretrain_epochs, pretrain_batch_size, stage_epochs,
-           subsample, rule, seed, selection, out, data_dir, cache_dir, workers, threads, plugin_modules,
-           progress, report_only, compile_=None, split_by=None, decontaminate=None, stage_cache=True,
-           dry_run=False):
+           stage_options, subsample, rule, seed, selection, out, data_dir, cache_dir, workers, threads,
+           plugin_modules, progress, report_only, compile_=None, split_by=None, decontaminate=None,
+           stage_cache=True, dry_run=False):
     """Model-selection stability study (the paper's Fig. 2): rank candidates by a stated rule."""
     study = StabilityStudy(
         candidates=tuple(candidates.split(",")), dataset=dataset, repeats=repeats, rule=rule, epochs=epochs,
         pretrain_epochs=pretrain_epochs, pretrain_batch_size=pretrain_batch_size,
-        stage_options=_stage_options((), stage_epochs),
+        stage_options=_stage_options(stage_options, stage_epochs),
         subsample=_pairs(subsample, "--subsample") or (),
         seed=seed, selection=_lower(selection), report_only=report_only, split_by=_lower(split_by),
         decontaminate=_lower(decontaminate))
