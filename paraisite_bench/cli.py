@@ -148,13 +148,15 @@ def cli():
 @cli.command()
 @click.option("--plugin", "plugin_modules", multiple=True, help="Also load this importable plugin module.")
 def plugins(plugin_modules):
-    """List every backbone, dataset, strategy, executor, report section and baseline, and which plugin
-    provides it."""
+    """List every backbone, dataset, strategy, training recipe, executor, report section and baseline, and
+    which plugin provides it."""
     reg = load_plugins(plugin_modules)
     w = max(12, *(len(n) for kind in KINDS for n in reg.table(kind)))
     click.echo("backbones:")
     for name, cls in sorted(reg.backbones.items()):
-        weights = ", ".join(cls.weight_sources) or "none"
+        pretraining = cls.default_pretraining
+        weights = ", ".join(cls.weight_sources) or (
+            f"none (Steps 2-3 pretrain on {pretraining.dataset})" if pretraining else "none")
         click.echo(f"  {name:{w}s} [{reg.providers[('backbone', name)]}] {cls.input_kind} input, "
                    f"{cls.representation_dim}-d representation; published weights: {weights}. "
                    f"{cls.description}")
@@ -166,6 +168,9 @@ def plugins(plugin_modules):
     for name, st in sorted(reg.strategies.items()):
         chain = " → ".join(f"{s.init}>{s.dataset}" if i == 0 else s.dataset for i, s in enumerate(st.stages))
         click.echo(f"  {name:{w}s} [{st.plugin}] {chain}. {st.description}")
+    click.echo("training recipes (--stage-options DATASET:recipe=NAME; none: Adam with a cosine schedule):")
+    for name, cls in sorted(reg.recipes.items()):
+        click.echo(f"  {name:{w}s} [{reg.providers[('recipe', name)]}] {cls.description}")
     click.echo("executors:")
     for name, cls in sorted(reg.executors.items()):
         click.echo(f"  {name:{w}s} [{reg.providers[('executor', name)]}] {cls.description}")
