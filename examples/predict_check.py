@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from paraisite_bench.bundle import protocol_from, read_run, stage_spec
+from paraisite_bench.bundle import read_run
 from paraisite_bench.context import Context
 from paraisite_bench.data import resolve_data_dir
 from paraisite_bench.orchestrate import load_plugins
 from paraisite_bench.overlap import matching_ids
 from paraisite_bench.protocol import Protocol
 from paraisite_bench.store import Store
-from paraisite_bench.train import stage_ids
+from paraisite_bench.train import StageSpec, stage_ids
 
 
 def trained_ids(run_dir: Path, ctx: Context) -> set[str]:
@@ -32,7 +32,7 @@ def trained_ids(run_dir: Path, ctx: Context) -> set[str]:
     store = Store(run_dir / "store.sqlite", lock=False)
     try:
         keys = json.loads((run_dir / "run.json").read_text())["stages"]
-        specs = [stage_spec(store.stage(key)["spec"]) for key in keys]
+        specs = [StageSpec.from_record(store.stage(key)["spec"]) for key in keys]
     finally:
         store.close()
     return {i for spec in specs for i in stage_ids(ctx, spec)[0]}
@@ -42,7 +42,7 @@ def inputs(run_dir: Path, out: Path) -> None:
     info, _ = read_run(run_dir)
     registry = load_plugins()
     data_dir = resolve_data_dir(None)
-    seen = trained_ids(run_dir, Context(registry, data_dir, protocol_from(info["protocol"])))
+    seen = trained_ids(run_dir, Context(registry, data_dir, Protocol.from_dict(info["protocol"])))
     full = Context(registry, data_dir, Protocol())  # every AFLOW record, not the run's subsample
     twins = matching_ids(full, "aflow", info["train"], "structure")
     records = full.dataset("aflow").records

@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import defaultdict
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +41,6 @@ from .predict import (
 from .protocol import Protocol
 from .results import BASELINE, read_csv
 from .store import Store
-from .strategy import Init
 from .targets import KAPPA_KIND
 from .train import StageSpec, stage_ids
 
@@ -129,25 +127,6 @@ def cell_models(rows: list[dict], cell: dict) -> list[tuple[int, int, str]]:
     return sorted(found.values())
 
 
-def protocol_from(d: dict) -> Protocol:
-    """The :class:`Protocol` of run.json's ``protocol`` (per-dataset maps back to pairs)."""
-    known = {f.name for f in fields(Protocol)}
-    kw = {k: v for k, v in d.items() if k in known}
-    for k in ("subsample", "stage_epochs", "stage_batch_size"):
-        if isinstance(kw.get(k), dict):
-            kw[k] = tuple(sorted(kw[k].items()))
-    if "head" in kw:
-        kw["head"] = tuple(kw["head"])
-    return Protocol(**kw)
-
-
-def stage_spec(record: dict) -> StageSpec:
-    """A stage's spec from the store's record of it."""
-    kind, _, source = str(record["init"]).partition(":")
-    known = {f.name for f in fields(StageSpec)}
-    return StageSpec(**{**{k: v for k, v in record.items() if k in known}, "init": Init(kind, source)})
-
-
 def _identity_text(ident: dict) -> str:
     return f"{ident.get('distribution')} {ident.get('version')} (source {str(ident.get('source'))[:12]})"
 
@@ -155,9 +134,7 @@ def _identity_text(ident: dict) -> str:
 def check_plugin(registry: Registry, backbone: str, trained: dict, where: str) -> None:
     """One line unless the installed plugin of ``backbone`` is the one the models were trained with."""
     plugin = trained.get("plugin", "?")
-    wanted = (
-        f"{trained.get('distribution')} {trained.get('version')} (source {str(trained.get('source'))[:12]})"
-    )
+    wanted = _identity_text(trained)
     if backbone not in registry.backbones:
         raise UserError(
             f"{where}: its models need backbone {backbone!r} from plugin {plugin} ({wanted}), "
@@ -215,7 +192,7 @@ def modelset_from_run(
     try:
         models = cell_models(rows, cell)
         members = [_member(store, key, split, seed, selection) for split, seed, key in models]
-        specs = [stage_spec(store.stage(key)["spec"]) for _, _, key in models]
+        specs = [StageSpec.from_record(store.stage(key)["spec"]) for _, _, key in models]
     finally:
         store.close()
     metrics = [
@@ -242,7 +219,7 @@ def modelset_from_run(
     modelset = ModelSet(
         cell["backbone"], members, trained_plugin(info, registry, cell["backbone"]), provenance, metrics
     )
-    ctx = Context(registry, data_dir, protocol_from(info.get("protocol") or {}), cache_dir)
+    ctx = Context(registry, data_dir, Protocol.from_dict(info.get("protocol") or {}), cache_dir)
     calibrate_on_run(ctx, modelset, specs)
     return modelset, ctx
 

@@ -140,6 +140,23 @@ class Protocol:
         d["pretraining"] = dict(self.pretraining)
         return d
 
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> "Protocol":
+        """The protocol that :meth:`to_dict` wrote (run.json's ``protocol``); a run.json written before
+        per-dataset stage options kept ``stage_epochs`` and ``stage_batch_size`` maps, read as such."""
+        known = {f.name for f in dataclasses.fields(Protocol)}
+        kw = {k: v for k, v in d.items() if k in known}
+        old = {"stage_epochs": "epochs", "stage_batch_size": "batch_size"}
+        legacy = [stage_options_of({ds: {option: n} for ds, n in (d.get(field) or {}).items()})
+                  for field, option in old.items()]
+        kw["stage_options"] = merged_stage_options(
+            *legacy, stage_options_of({ds: dict(o) for ds, o in (d.get("stage_options") or {}).items()}))
+        for name in ("subsample", "pretraining"):
+            kw[name] = tuple(sorted((kw.get(name) or {}).items()))
+        if "head" in kw:
+            kw["head"] = tuple(kw["head"])
+        return Protocol(**kw)
+
 
 PRESETS: dict[str, dict] = {
     # The paper's protocol (and the original code's scaler and lr schedule).

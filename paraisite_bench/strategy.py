@@ -35,8 +35,16 @@ class Init:
 
     def __str__(self) -> str:
         """The one string form of an init (``random``, ``previous``, ``weights:<source>``): what stage
-        keys hash, labels show and the store keeps. It is never parsed back: keep the object."""
+        keys hash, labels show and the store keeps; :meth:`parse` reads it back (a stored stage)."""
         return f"weights:{self.source}" if self.kind == "weights" else self.kind
+
+    @staticmethod
+    def parse(text: str) -> "Init":
+        """The init whose string form (:meth:`__str__`) is ``text``."""
+        kind, _, source = text.partition(":")
+        if kind not in ("random", "weights", "previous") or (kind == "weights") != bool(source):
+            raise ValueError(f"not an init: {text!r}")
+        return Init(kind, source)
 
 
 @dataclass(frozen=True)

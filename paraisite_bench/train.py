@@ -40,6 +40,13 @@ class StageSpec:
         """The spec as the store keeps it (JSON-ready): every field, the init in its string form."""
         return {**{f.name: getattr(self, f.name) for f in fields(self)}, "init": str(self.init)}
 
+    @staticmethod
+    def from_record(record: dict) -> "StageSpec":
+        """The spec that :meth:`record` wrote (the store's ``spec`` of a stage)."""
+        known = {f.name for f in fields(StageSpec)}
+        return StageSpec(**{**{k: v for k, v in record.items() if k in known},
+                            "init": Init.parse(str(record["init"]))})
+
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)

@@ -221,3 +221,29 @@ def test_a_checkpoint_of_other_backbone_settings_is_refused_in_one_line(ctx, tra
     other = dict(payload, backbone_settings={**payload["backbone_settings"], "cutoff": 99.0})
     with pytest.raises(UserError, match=r"^checkpoint ckpt: trained with megnet settings .* but the regist"):
         model_from_checkpoint(ctx, other)
+
+
+def test_protocol_reads_back_what_run_json_keeps():
+    import dataclasses
+    import json
+
+    from paraisite_bench.protocol import PRESETS, Protocol
+
+    rich = dataclasses.replace(PRESETS["strict"]["protocol"], pretraining=(("crabnet", "expt_gap"),),
+                               stage_options=(("aflow", (("epochs", 20), ("recipe", "crabnet"))),))
+    for p in [*(v["protocol"] for v in PRESETS.values()), rich]:
+        assert Protocol.from_dict(json.loads(json.dumps(p.to_dict()))) == p
+    # run.json written before per-dataset stage options
+    old = {**Protocol().to_dict(), "stage_epochs": {"aflow": 30}, "stage_batch_size": {"expt_gap": 256}}
+    del old["stage_options"]
+    assert Protocol.from_dict(old).training_options("aflow")["epochs"] == 30
+    assert Protocol.from_dict(old).training_options("expt_gap")["batch_size"] == 256
+
+
+def test_init_string_form_reads_back():
+    from paraisite_bench.strategy import Init
+
+    for init in (Init.random(), Init.previous(), Init.weights("eform")):
+        assert Init.parse(str(init)) == init
+    with pytest.raises(ValueError):
+        Init.parse("weights")
