@@ -27,7 +27,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import click
-import numpy as np
 import torch
 
 from .baselines import plan_cells, planned_baselines, score_cell
@@ -42,7 +41,7 @@ from .runner import plan_tasks, shared_stages
 from .stagecache import StageCache
 from .store import Store
 from .strategy import Init
-from .train import StageData, _batching, _model_and_recipe, _train_epoch, _validate
+from .train import StageData, _batching, _model_and_recipe, _train_epoch, _validate, stage_data_of
 from .worker import Task
 
 #: training steps timed per rate (after as many untimed ones: the first steps pay for allocations)
@@ -194,12 +193,7 @@ def _sample_data(ctx: Context, spec, feats: dict, device: torch.device) -> Stage
     bs = spec.options["batch_size"]
     train_ids = [ids[k % len(ids)] for k in range(bs * TIMED_STEPS)]
     val_ids = [ids[k % len(ids)] for k in range(EVAL_SAMPLE)]
-    records = ctx.dataset(spec.dataset).records
-    target = ctx.registry.dataset(spec.dataset).target
-    transform = target.kind.fit([records[i].value for i in ids])
-    return StageData(train_ids, val_ids, [feats[i] for i in train_ids], [feats[i] for i in val_ids],
-                     torch.tensor([records[i].value for i in train_ids], dtype=torch.float32, device=device),
-                     np.array([records[i].value for i in val_ids]), target, transform)
+    return stage_data_of(ctx, spec.dataset, feats, train_ids, val_ids, ids, device)
 
 
 def measure_rate(ctx: Context, spec, compiled: bool, res: Resources) -> dict:

@@ -169,15 +169,23 @@ def stage_data(ctx: Context, spec: StageSpec, device: torch.device) -> StageData
     """The stage's training and validation records; the transform is fitted on the split's records
     ("all") or its training part ("train"), as ``options["scaler_fit"]`` says."""
     feats = ctx.features(spec.backbone, spec.dataset)
-    records = ctx.dataset(spec.dataset).records
     split = ctx.split(spec.dataset, spec.split, spec.options)
     train_ids, val_ids = stage_ids(ctx, spec)
     if not train_ids or not val_ids:
         raise UserError(f"stage {spec.label}: nothing to train on ({len(train_ids)} training, "
                         f"{len(val_ids)} validation records)")
     fit_on = split.train + split.test if spec.options["scaler_fit"] == "all" else split.train
-    target = ctx.registry.dataset(spec.dataset).target
-    transform = target.kind.fit([records[i].value for i in fit_on if i in feats])
+    return stage_data_of(ctx, spec.dataset, feats, train_ids, val_ids, [i for i in fit_on if i in feats],
+                         device)
+
+
+def stage_data_of(ctx: Context, dataset: str, feats: dict, train_ids: list[str], val_ids: list[str],
+                  fit_ids: list[str], device: torch.device) -> StageData:
+    """The StageData of given training and validation records of ``dataset``, its target transform fitted
+    on the values of ``fit_ids``."""
+    records = ctx.dataset(dataset).records
+    target = ctx.registry.dataset(dataset).target
+    transform = target.kind.fit([records[i].value for i in fit_ids])
     return StageData(
         train_ids, val_ids, [feats[i] for i in train_ids], [feats[i] for i in val_ids],
         torch.tensor([records[i].value for i in train_ids], dtype=torch.float32, device=device),
