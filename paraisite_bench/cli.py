@@ -587,7 +587,10 @@ def select(candidates, dataset, repeats, epochs, pretrain_epochs, pretrain_batch
               "table1.tex and merged CSVs next to it. Without it, RUN_DIR's own outputs are rewritten.")
 @click.option("--plugin", "plugin_modules", multiple=True,
               help="Also load this importable plugin module (e.g. one that adds a report section).")
-def report(run_dirs, out, plugin_modules):
+@click.option("--leave-out", "leave_out", multiple=True, metavar="SECTION",
+              help="Leave this section out of the page (repeatable; e.g. curves and splits of a merged report "
+                   "whose runs' own reports have them); the page says which were left out.")
+def report(run_dirs, out, plugin_modules, leave_out):
     """Rebuild the report of one or more run directories from their stores (never retrains).
 
     One RUN_DIR without --out: rewrite its results.csv, table1.csv, curves.csv, report.html, table1.md and
@@ -597,7 +600,14 @@ def report(run_dirs, out, plugin_modules):
     registry = load_plugins(plugin_modules)
     for name, err in registry.broken:
         warn(f"plugin {name} is broken and was skipped: {err}")
-    data, paths = rewrite_outputs(run_dirs, ordered_sections(registry), Path(out) if out else None)
+    sections = ordered_sections(registry)
+    unknown = sorted(set(leave_out) - {sec.name for sec in sections})
+    if unknown:
+        raise UserError(f"--leave-out {', '.join(unknown)}: no such report section; the sections are "
+                        + ", ".join(sec.name for sec in sections))
+    kept = [sec for sec in sections if sec.name not in leave_out]
+    data, paths = rewrite_outputs(run_dirs, kept, Path(out) if out else None,
+                                  left_out=[sec.title for sec in sections if sec.name in leave_out])
     joined = f" joined into {len(data.runs)}" if len(data.runs) < len(run_dirs) else ""
     click.echo(f"{len(data.rows)} results, {len(data.table)} cells from {len(run_dirs)} run(s){joined} → "
                f"{paths['html']} (+ {paths['md'].name}, {paths['tex'].name})")

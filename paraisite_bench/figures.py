@@ -10,6 +10,7 @@ import hashlib
 import io
 import math
 import re
+import xml.etree.ElementTree as ET
 from collections import defaultdict
 
 import matplotlib
@@ -26,6 +27,8 @@ _RC = {
     "svg.fonttype": "none",  # keep text as <text>: no embedded or fetched fonts
     "svg.hashsalt": "paraisite-bench",
     "font.family": "sans-serif",
+    # written into every <text>'s style: matplotlib's default list is 180 characters
+    "font.sans-serif": ["DejaVu Sans", "Arial", "Helvetica"],
     "font.size": 8,
     "axes.titlesize": 8,
     "axes.labelsize": 8,
@@ -43,22 +46,87 @@ def colour(name: str, order: list[str]) -> str:
 
 
 def to_svg(fig, salt: str = "") -> str:
-    """The figure as an <svg> element (no XML prolog or DOCTYPE), ready to inline in HTML. ``salt`` (e.g. the
-    figure's title) keeps the element ids of several figures in one page apart, and reproducible."""
+    """The figure as a compact <svg> element (no XML prolog or DOCTYPE), ready to inline in HTML. ``salt``
+    (e.g. the figure's title) keeps the element ids of several figures in one page apart, and reproducible."""
     buf = io.StringIO()
     with plt.rc_context({"svg.hashsalt": f"paraisite-bench:{salt or id(fig)}"}):
         fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     svg = buf.getvalue()
-    svg = svg[svg.index("<svg"):]
-    # matplotlib numbers its element ids per figure (figure_1, axes_1, …): prefix them so that several
-    # figures inlined in one page keep unique ids and their own references
     prefix = "f" + hashlib.sha256(f"{salt}:{svg}".encode()).hexdigest()[:8] + "-"
-    svg = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{prefix}{m.group(1)}"', svg)
-    svg = re.sub(r'(href="#|url\(#)([^")]+)', lambda m: f"{m.group(1)}{prefix}{m.group(2)}", svg)
-    # scale with the page: drop the fixed size, keep the viewBox
-    svg = re.sub(r'<svg([^>]*?) width="[^"]*" height="[^"]*"', r'<svg\1 class="fig" role="img"', svg, count=1)
-    return svg
+    return _compact(svg, prefix)
+
+
+_SVG, _XLINK = "http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"
+_HREF = f"{{{_XLINK}}}href"
+_REF = re.compile(r"url\(#([^)]+)\)")
+_NUMBER = re.compile(r"-?\d+\.\d{3,}")
+#: attributes holding coordinates, written by matplotlib with 6 decimals; 2 are far below a pixel
+_COORDINATES = ("d", "x", "y", "width", "height", "transform", "points", "x1", "x2", "y1", "y2")
+
+
+def _compact(svg: str, prefix: str) -> str:
+    """matplotlib's SVG made small enough for a report holding dozens of figures (a 9-split Table I's
+    per-split figures are several MB as written): no metadata, whitespace or unreferenced ids, plain groups
+    unwrapped, a style shared by all of a group's children set once on the group, coordinates to 2 decimals.
+    The ids that remain are short and prefixed with ``prefix``, so that several figures inlined in one page
+    keep unique ids and their own references. The fixed size is dropped (the viewBox stays): the figure
+    scales with the page."""
+    ET.register_namespace("", _SVG)
+    ET.register_namespace("xlink", _XLINK)
+    root = ET.fromstring(svg)
+    referenced = {v[1:] for el in root.iter() for v in [el.get(_HREF, "")] if v.startswith("#")}
+    referenced |= {m for el in root.iter() for v in el.attrib.values() for m in _REF.findall(v)}
+    short = {old: f"{prefix}{i:x}" for i, old in enumerate(sorted(referenced))}
+    _strip(root, short)
+    for key in ("width", "height"):
+        root.attrib.pop(key, None)
+    root.set("class", "fig")
+    root.set("role", "img")
+    return ET.tostring(root, encoding="unicode")
+
+
+def _hoist_style(el) -> None:
+    """A group whose children all carry the same style (a line's markers: hundreds of <use>) carries it once
+    instead; SVG presentation properties are inherited, so nothing is drawn differently."""
+    styles = {child.get("style") for child in el}
+    if el.tag == f"{{{_SVG}}}g" and "style" not in el.attrib and len(el) > 1 and len(styles) == 1:
+        style = styles.pop()
+        if style:
+            el.set("style", style)
+            for child in el:
+                del child.attrib["style"]
+
+
+def _strip(el, short: dict[str, str]) -> None:
+    children = []
+    for child in el:
+        if child.tag == f"{{{_SVG}}}metadata":
+            continue
+        _strip(child, short)
+        if child.tag == f"{{{_SVG}}}g" and not child.attrib:
+            children.extend(child)  # a plain group: its children take its place
+        else:
+            children.append(child)
+    el[:] = children
+    _hoist_style(el)
+    if el.text is not None and not el.text.strip():
+        el.text = None
+    for child in children:
+        if child.tail is not None and not child.tail.strip():
+            child.tail = None
+    if "id" in el.attrib:
+        if el.get("id") in short:
+            el.set("id", short[el.get("id")])
+        else:
+            del el.attrib["id"]
+    for key, value in el.attrib.items():
+        if key == _HREF and value.startswith("#"):
+            el.set(key, "#" + short[value[1:]])
+        elif "url(#" in value:
+            el.set(key, _REF.sub(lambda m: f"url(#{short[m.group(1)]})", value))
+        elif key in _COORDINATES:
+            el.set(key, " ".join(_NUMBER.sub(lambda m: f"{float(m.group()):.2f}", value).split()))
 
 
 def _log_axis(ax):

@@ -195,7 +195,9 @@ def register_report_sections(register):
     with an entry in the table of contents. Keep the page self-contained (no external URL); render a
     template of your package's ``templates/`` folder with
     ``paraisite_bench.report.fragment(name, package="my_package", ...)``, and figures with
-    :func:`paraisite_bench.figures.to_svg` (see :mod:`paraisite_bench.report`). Runnable example::
+    :func:`paraisite_bench.figures.to_svg` (see :mod:`paraisite_bench.report`). Detail too long for the
+    page goes to CSV files beside report.html: ``ReportSection(..., tables=fn)``, ``fn(data)`` returning
+    ``{"my_table.csv": rows}``, which the fragment names by file. Runnable example::
 
         from markupsafe import escape
 

@@ -1,5 +1,6 @@
 """Run-directory outputs: load a run's report data (:mod:`paraisite_bench.results`), then write its files —
-results.csv, table1.csv, curves.csv, failures.csv, skipped.csv, report.html, table1.md, table1.tex.
+results.csv, table1.csv, curves.csv, failures.csv, skipped.csv, report.html, table1.md, table1.tex, and the
+report sections' own CSV tables (:attr:`paraisite_bench.report.ReportSection.tables`).
 Regenerating them never retrains anything. Also the small helpers of a run directory itself (writable check,
 log, machine info)."""
 
@@ -15,7 +16,7 @@ import torch
 
 from .errors import UserError
 from .parts import load_report_data
-from .report import ReportSection, write_report
+from .report import ReportSection, render, table1_latex, table1_markdown
 from .results import (
     CURVE_FIELDS,
     FAILURE_FIELDS,
@@ -36,6 +37,48 @@ def write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
         w.writeheader()
         w.writerows(rows)
     tmp.replace(path)
+
+
+#: the files the core writes in a run directory, which no report section's table may take
+CORE_FILES = ("results.csv", "table1.csv", "curves.csv", "failures.csv", "skipped.csv", "report.html",
+              "table1.md", "table1.tex")
+
+
+def write_report(data: ReportData, out: Path, sections: list[ReportSection],
+                 left_out: list[str] = ()) -> dict[str, Path]:
+    """Write report.html (at ``out``) with table1.md, table1.tex and the sections' CSV tables next to it;
+    return the paths. ``left_out``: titles of sections left out, which the page names."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tables = section_tables(data, sections)
+    paths = {"html": out, "md": out.parent / "table1.md", "tex": out.parent / "table1.tex"}
+    for kind, text in (("html", render(data, sections, left_out)), ("md", table1_markdown(data)),
+                       ("tex", table1_latex(data))):
+        tmp = paths[kind].with_name(paths[kind].name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(paths[kind])
+    for name, rows in tables.items():
+        paths[name] = out.parent / name
+        write_csv(paths[name], list(rows[0]) if rows else [], rows)
+    return paths
+
+
+def section_tables(data: ReportData, sections: list[ReportSection]) -> dict[str, list[dict]]:
+    """The CSV tables of ``sections``, ``{file name: rows}``. A name the core writes, or that two sections
+    give, is refused (one line naming both), never one file silently replacing the other."""
+    out: dict[str, list[dict]] = {}
+    owner: dict[str, str] = {}
+    for sec in sections:
+        for name, rows in (sec.tables(data) if sec.tables else {}).items():
+            clash = ("the core" if name in CORE_FILES else f"section {owner[name]!r}" if name in owner
+                     else None)
+            if clash or "/" in name or not name.endswith(".csv"):
+                why = f"which {clash} writes too" if clash else "not a plain NAME.csv"
+                raise UserError(f"report section {sec.name!r} (plugin {sec.plugin or '?'}) writes the table "
+                                f"{name!r}, {why}: rename the table")
+            owner[name] = sec.name
+            out[name] = rows
+    return out
 
 
 def write_failures(folder: Path, stages: list[dict]) -> None:
@@ -66,13 +109,14 @@ def write_run_outputs(run_dir: Path, store: Store, run_info: dict, sections: lis
     return data
 
 
-def rewrite_outputs(run_dirs: list[Path], sections: list[ReportSection],
-                    out: Path | None = None) -> tuple[ReportData, dict[str, Path]]:
+def rewrite_outputs(run_dirs: list[Path], sections: list[ReportSection], out: Path | None = None,
+                    left_out: list[str] = ()) -> tuple[ReportData, dict[str, Path]]:
     """The ``report`` command: one run directory's outputs rewritten in place from its store (from its CSVs
     when the store is gone, or its study for a `select` directory: then only the report files), or the
     merged report of several at ``out`` with merged CSVs next to it (never over a run's own CSVs). Run
     directories that are parts of one run (``run --only-splits``, :mod:`paraisite_bench.parts`) are joined
-    into that run; other runs stand side by side."""
+    into that run; other runs stand side by side. ``left_out``: titles of sections the caller left out, which
+    the page names."""
     run_dirs = [Path(d) for d in run_dirs]
     for d in run_dirs:
         if not d.is_dir():
@@ -89,7 +133,7 @@ def rewrite_outputs(run_dirs: list[Path], sections: list[ReportSection],
     elif out.resolve().parent not in {d.resolve() for d in run_dirs}:
         out.parent.mkdir(parents=True, exist_ok=True)
         _write_tables(out.parent, data, with_skipped=True)
-    return data, write_report(data, out, sections)
+    return data, write_report(data, out, sections, left_out)
 
 
 def writable_run_dir(out: str | Path) -> Path:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from jinja2 import ChoiceLoader, Environment, PackageLoader, select_autoescape
@@ -197,6 +196,10 @@ class ReportSection:
     ``render(data)`` returns an HTML fragment or ``None`` (the section is left out); sections appear in
     ascending ``order`` (notes 15, Table I 20, backbones 30, curves 40, per-split detail 50, stability 60,
     provenance 90). ``plugin`` is filled in by the registry with the name of the plugin that provides it.
+
+    ``tables(data)``, when given, returns CSV tables to write beside report.html, ``{file name: rows}``
+    (each row a dict; the first row's keys are the columns): detail too long for the page (a 9-split grid
+    of two backbones under two protocols holds thousands of rows), which the fragment then names by file.
     """
 
     name: str
@@ -204,6 +207,7 @@ class ReportSection:
     render: Callable[[ReportData], "str | None"]
     order: int = 50
     plugin: str = ""
+    tables: "Callable[[ReportData], dict[str, list[dict]]] | None" = None
 
     @property
     def key(self) -> str:
@@ -256,8 +260,9 @@ def _duration(seconds) -> str:
     return f"{s / 3600:.2f} h"
 
 
-def render(data: ReportData, sections: list[ReportSection]) -> str:
-    """The whole report as one self-contained HTML string, with ``sections`` in the order given."""
+def render(data: ReportData, sections: list[ReportSection], left_out: list[str] = ()) -> str:
+    """The whole report as one self-contained HTML string, with ``sections`` in the order given; the titles
+    in ``left_out`` are named as sections left out of the page."""
     if not data.generated:
         data.generated = dt.datetime.now().isoformat(timespec="seconds")
     parts = []
@@ -267,7 +272,7 @@ def render(data: ReportData, sections: list[ReportSection]) -> str:
             parts.append({"key": sec.name, "title": sec.title, "html": Markup(html)})
     n_planned = sum(len(run.get("cells", [])) for run in data.runs)
     return templates().get_template("report.html").render(
-        data=data, sections=parts, n_rows=len(data.rows), n_cells=n_planned,
+        data=data, sections=parts, left_out=list(left_out), n_rows=len(data.rows), n_cells=n_planned,
         title=", ".join(str(r.get("out", r.get("dir", ""))) for r in data.runs) or "results")
 
 
@@ -345,17 +350,3 @@ def table1_latex(data: ReportData) -> str:
         out += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
     return "\n".join(out)
 
-
-
-
-def write_report(data: ReportData, out: Path, sections: list[ReportSection]) -> dict[str, Path]:
-    """Write report.html (at ``out``) with table1.md and table1.tex next to it; return the paths."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    paths = {"html": out, "md": out.parent / "table1.md", "tex": out.parent / "table1.tex"}
-    for kind, text in (("html", render(data, sections)), ("md", table1_markdown(data)),
-                       ("tex", table1_latex(data))):
-        tmp = paths[kind].with_name(paths[kind].name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(paths[kind])
-    return paths

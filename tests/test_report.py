@@ -197,6 +197,44 @@ def test_report_merges_run_directories_and_needs_out_for_several(tmp_path, cli):
     assert {t["backbone"] for t in table} == {"megnet", "other"}
 
 
+def test_report_leaves_out_named_sections_and_writes_section_tables(tmp_path, cli):
+    run = tmp_path / "run"
+    run.mkdir()
+    vals = {"scratch": (0.50, 0.60, 0.55), "pretrained": (0.40, 0.45, 0.50)}
+    _write_csv(run / "results.csv", [dict(_row(s, "dataset1", "dataset1", r, v), spearman=0.1 * r)
+                                      for s, per in vals.items() for r, v in enumerate(per)])
+    out = tmp_path / "merged" / "report.html"
+    code, _, err = cli("report", str(run), "--out", str(out), "--leave-out", "splits", "--leave-out", "nope")
+    assert code == 2 and "--leave-out nope" in err and "splits" in err and not out.exists()
+    code, _, err = cli("report", str(run), "--out", str(out), "--leave-out", "splits")
+    assert code == 0, err
+    html = out.read_text()
+    assert 'id="splits"' not in html and 'href="#splits"' not in html and 'id="table1"' in html
+    assert "Left out of this page" in html and "Per-split detail" in html
+    # the paired comparisons of every metric in paired.csv; the page names the file
+    assert 'href="paired.csv"' in html
+    paired = list(csv.DictReader(open(out.parent / "paired.csv")))
+    step2 = {c["metric"]: c for c in paired if (c["a"], c["b"]) == ("pretrained", "scratch")}
+    assert set(step2) == {"mape", "spearman"}
+    diffs = [b - a for a, b in zip(vals["scratch"], vals["pretrained"])]
+    assert float(step2["mape"]["diff"]) == pytest.approx(statistics.mean(diffs))
+    assert int(step2["mape"]["n"]) == 3
+
+
+def test_a_section_table_may_not_take_another_file(tmp_path):
+    from paraisite_bench.errors import UserError
+    from paraisite_bench.outputs import write_report
+
+    def table(d):
+        return {"results.csv": [{"a": 1}]}
+
+    sections = SECTIONS + [rp.ReportSection("greedy", "Greedy", lambda d: None, tables=table)]
+    with pytest.raises(UserError, match="greedy.*results.csv.*the core"):
+        write_report(_data([_row("scratch", "dataset1", "dataset1", 0, 0.4)], []), tmp_path / "r.html",
+                     sections)
+    assert not (tmp_path / "r.html").exists()
+
+
 def test_best_backbone_is_the_lowest_mean(tmp_path):
     rows = [_row("scratch", "dataset1", "dataset1", r, v, backbone="megnet") for r, v in ((0, 0.3), (1, 0.5))]
     rows += [_row("scratch", "dataset1", "dataset1", r, v, backbone="crabnet")

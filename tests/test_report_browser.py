@@ -75,7 +75,9 @@ def test_report_in_chromium(small_run, browser, paper, tmp_path_factory):
     assert page.locator("table.table1 td.baseline").count() == len(expected) - len(models)
     assert "No published weights loaded" in page.locator("#paper-notes").inner_text()
     # figures are inline SVG: learning curves per reading, per-split strips (+ selected epochs for paper)
-    assert page.locator("#curves svg.fig").count() == 2
+    # one learning-curve figure for both readings: they read the same stages
+    assert page.locator("#curves figure").evaluate_all("fs => fs.map(f => f.dataset.selection)") == ["paper, last"]
+    assert page.locator("#curves svg.fig").count() == 1
     assert page.locator("#splits svg.fig").count() == 3
     # several inline figures in one page: element ids stay unique and every internal reference resolves
     duplicates, dangling, n_refs = page.evaluate("""() => {

@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 import pytest
-from paraisite_report.paired import paired_section
+from paraisite_report.paired import paired_section, paired_tables
 from scipy import stats as st
 
 from paraisite_bench.results import ReportData
@@ -185,13 +185,19 @@ def test_the_paired_section_renders_comparisons_and_variance():
     (var,) = _attrs(html, "tr", strategy="scratch", seeds="2")
     assert float(var["seed-std"]) == pytest.approx(0.03 / math.sqrt(2))
     assert "Nadeau" in html and "Machine Learning" in html
-    # another metric column of the same rows: its own (folded) table after the headline metric's
+    # another metric column of the same rows: on the page the headline metric alone, every metric in
+    # paired.csv and variance.csv
     more = [dict(r, spearman=str(1 - float(r["mape"]))) for r in rows]
     html = paired_section(ReportData(runs=runs, rows=more))
-    assert html.index('data-metric="mape"') < html.index('<details data-metric="spearman">')
-    _, flipped = _attrs(html, "tr", a="pretrained", b="scratch")
+    assert 'data-metric="spearman"' not in html and 'href="paired.csv"' in html and "spearman" in html
+    tables = paired_tables(ReportData(runs=runs, rows=more))
+    by_metric = {m: [c for c in tables["paired.csv"] if c["metric"] == m and (c["a"], c["b"]) ==
+                     ("pretrained", "scratch")] for m in ("mape", "spearman")}
+    (head,), (flipped,) = by_metric["mape"], by_metric["spearman"]
+    assert float(head["diff"]) == pytest.approx(mean) and float(head["p"]) == pytest.approx(p)
     # 1 − MAPE: the difference changes sign and, higher being better, the verdict stays "better"
     assert float(flipped["diff"]) == pytest.approx(-mean) and flipped["verdict"] == "better"
+    assert {v["metric"] for v in tables["variance.csv"]} == {"mape", "spearman"}
 
 
 def test_the_paired_section_is_left_out_with_nothing_to_compare():

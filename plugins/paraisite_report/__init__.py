@@ -10,7 +10,7 @@ from __future__ import annotations
 from paraisite_bench import hookimpl
 from paraisite_bench.report import ReportSection
 
-from .paired import paired_section
+from .paired import paired_section, paired_tables
 from .paper_notes import paper_notes_section
 from .sections import (
     backbones_section,
@@ -32,7 +32,7 @@ def register_report_sections(register):
     # right after Table I, whose paper numbers carry this legend's markers
     register(ReportSection("paper-notes", "About the paper's numbers", paper_notes_section, order=21))
     register(ReportSection("paired", "Uncertainty: strategies compared split by split", paired_section,
-                           order=22))
+                           order=22, tables=paired_tables))
     register(ReportSection("selection", "Selection optimism and every metric", selection_section, order=23))
     register(ReportSection("backbones", "Backbones side by side", backbones_section, order=30))
     register(ReportSection("curves", "Learning curves", curves_section, order=40))

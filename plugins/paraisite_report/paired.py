@@ -16,13 +16,33 @@ DEFAULT_TEST_FRACTION = 0.2
 
 
 def paired_section(data: ReportData) -> str | None:
-    """Paired comparisons and variance components for each metric the rows carry (headline metric first,
-    the others folded), or None when no two strategies share splits and no cell has seeds to separate."""
-    views = [v for m in _metrics(data.rows) if (v := _metric_view(data, m))["groups"] or v["variance"]]
-    if not views:
+    """Paired comparisons and variance components of the headline metric (those of every metric go to
+    paired.csv and variance.csv, :func:`paired_tables`), or None when no two strategies share splits and no
+    cell has seeds to separate."""
+    metrics = _metrics(data.rows)
+    view = _metric_view(data, metrics[0]) if metrics else None
+    if not view or not (view["groups"] or view["variance"]):
         return None
-    return fragment("section_paired.html", package=PACKAGE, views=views, labels=data.labels,
+    return fragment("section_paired.html", package=PACKAGE, v=view, labels=data.labels, others=metrics[1:],
                     fractions=sorted({run_test_fraction(data, r["selection"]) for r in data.rows}))
+
+
+#: the columns of paired.csv and variance.csv, in order
+PAIRED_COLUMNS = ("metric", "backbone", "selection", "train", "test", "a", "b_backbone", "b", "mean_a",
+                  "mean_b", "diff", "ci_low", "ci_high", "p", "n", "verdict")
+VARIANCE_COLUMNS = ("metric", "backbone", "strategy", "train", "test", "selection", "n_splits", "seeds",
+                    "split_std", "seed_std", "split_component")
+
+
+def paired_tables(data: ReportData) -> dict[str, list[dict]]:
+    """paired.csv (every metric's paired comparisons) and, where cells have several seeds, variance.csv."""
+    views = [_metric_view(data, m) for m in _metrics(data.rows)]
+    paired = [{"metric": v["metric"], **{k: c.get(k) for k in PAIRED_COLUMNS if k != "metric"}}
+              for v in views for g in v["groups"] for c in g["rows"]]
+    variance = [{"metric": v["metric"], **{k: r.get(k) for k in VARIANCE_COLUMNS if k != "metric"}}
+                for v in views for r in v["variance"]]
+    tables = {"paired.csv": paired} if paired else {}
+    return tables | ({"variance.csv": variance} if variance else {})
 
 
 def _metrics(rows: list[dict]) -> list[str]:

@@ -11,7 +11,7 @@ from markupsafe import Markup
 from paraisite_bench.protocol import SELECTION_MODES
 from paraisite_bench.reference import PAPER_BACKBONE, PAPER_TABLE1
 from paraisite_bench.report import backbone_comparison, fragment, heat, table_grids
-from paraisite_bench.results import BASELINE, ReportData, metric_value, rank
+from paraisite_bench.results import BASELINE, ReportData, metric_value
 
 PACKAGE = "paraisite_report"
 HEAT_LEGEND = (0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5)
@@ -50,14 +50,23 @@ def curves_section(data: ReportData) -> str | None:
     grouped = group_curves(data.rows, data.curves)
     figs = []
     for backbone in data.backbones:
-        for selection in sorted({r["selection"] for r in data.rows if r["backbone"] == backbone}):
+        # selection modes that read the same stages (a paper run's `paper` and `last`) share one figure:
+        # the curves are the stages', whatever epoch a mode then scores
+        by_stages: dict[frozenset, list[str]] = defaultdict(list)
+        for selection in sorted({r["selection"] for r in data.rows if r["backbone"] == backbone},
+                                key=lambda sel: (sel == "last", sel)):
+            keys = frozenset(r["stage_key"] for r in data.rows if (r["backbone"], r["selection"])
+                             == (backbone, selection))
+            by_stages[keys].append(selection)
+        for selections in by_stages.values():
             curves = {(s, tr): v for (b, sel, s, tr), v in grouped.items()
-                      if (b, sel) == (backbone, selection)}
+                      if b == backbone and sel == selections[0]}
+            label = ", ".join(selections)
             svg = learning_curves(curves, [s for s in data.strategies if any(k[0] == s for k in curves)],
                                   data.trains, data.labels,
-                                  f"{backbone} — validation MAPE per epoch (selection: {selection})")
+                                  f"{backbone} — validation MAPE per epoch (selection: {label})")
             if svg:
-                figs.append({"backbone": backbone, "selection": selection, "svg": Markup(svg)})
+                figs.append({"backbone": backbone, "selection": label, "svg": Markup(svg)})
     return fragment("section_curves.html", package=PACKAGE, figs=figs) if figs else None
 
 
@@ -72,8 +81,8 @@ def splits_section(data: ReportData) -> str | None:
 
 
 def _split_view(data: ReportData, backbone: str, selection: str) -> dict:
-    """One backbone × selection mode: the value of each split (strips), the epoch each split's model was
-    selected at, and the per-split table."""
+    """One backbone × selection mode: the value of each split (strips) and the epoch each split's model was
+    selected at; the per-split rows themselves are results.csv's (a 9-split grid holds thousands)."""
     from paraisite_bench.figures import selected_epochs, split_strips  # matplotlib: see curves_section
 
     rows = [r for r in data.rows if (r["backbone"], r["selection"]) == (backbone, selection)]
@@ -94,11 +103,9 @@ def _split_view(data: ReportData, backbone: str, selection: str) -> dict:
     epochs_svg = selected_epochs(picked, _stage_epochs(data, rows), strategies, data.trains, data.labels,
                                  f"{backbone} — selected epoch of each split (selection: {selection}); "
                                  "dashed: epochs trained")
-    detail = sorted(rows, key=lambda r: (strategies.index(r["strategy"]), rank(r["train"]), r["train"],
-                                         int(r["split"]), rank(r["test"]), r["test"]))
     return {"backbone": backbone, "selection": selection,
             "selection_text": SELECTION_MODES.get(selection, ""), "svg": Markup(svg) if svg else None,
-            "rows": detail, "epochs_svg": Markup(epochs_svg) if epochs_svg else None}
+            "n_rows": len(rows), "epochs_svg": Markup(epochs_svg) if epochs_svg else None}
 
 
 def _stage_epochs(data: ReportData, rows: list[dict]) -> dict[tuple, int]:
