@@ -270,9 +270,14 @@ def render(data: ReportData, sections: list[ReportSection], left_out: list[str] 
         html = sec.render(data)
         if html:
             parts.append({"key": sec.name, "title": sec.title, "html": Markup(html)})
-    n_planned = sum(len(run.get("cells", [])) for run in data.runs)
+    # a planned result is one (backbone, strategy, train, test, split); rows also hold each extra reading
+    # (`last`) and the baselines, so they are counted apart
+    keys = ("backbone", "strategy", "train", "test", "split")
+    planned = {tuple(str(c[k]) for k in keys) for run in data.runs for c in run.get("cells", [])}
+    done = planned & {tuple(str(r[k]) for k in keys) for r in data.rows}
     return templates().get_template("report.html").render(
-        data=data, sections=parts, left_out=list(left_out), n_rows=len(data.rows), n_cells=n_planned,
+        data=data, sections=parts, left_out=list(left_out), n_rows=len(data.rows), n_cells=len(planned),
+        n_done=len(done),
         title=", ".join(str(r.get("out", r.get("dir", ""))) for r in data.runs) or "results")
 
 

@@ -164,6 +164,15 @@ def test_sections_can_be_added_and_a_table_alone_renders():
     assert 'data-strategy="scratch" data-train="dataset1" data-test="dataset1"' in old
 
 
+def test_the_header_counts_planned_results_apart_from_extra_readings_and_baselines():
+    cells = [_cell("megnet", "scratch", "dataset1", "dataset1", r) for r in (0, 1)]
+    rows = [_row("scratch", "dataset1", "dataset1", 0, 0.4), _row("scratch", "dataset1", "dataset1", 0, 0.5,
+                                                                    selection="last"),
+            _row("constant", "dataset1", "dataset1", 0, 0.7, backbone="baseline")]
+    html = rp.render(_data(rows, cells), SECTIONS)
+    assert "1 of 2 planned (backbone, strategy, train, test, split) results available (3 rows" in html
+
+
 def _write_csv(path, rows):
     with open(path, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
