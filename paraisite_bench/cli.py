@@ -588,8 +588,8 @@ def select(candidates, dataset, repeats, epochs, pretrain_epochs, pretrain_batch
 @click.option("--plugin", "plugin_modules", multiple=True,
               help="Also load this importable plugin module (e.g. one that adds a report section).")
 @click.option("--leave-out", "leave_out", multiple=True, metavar="SECTION",
-              help="Leave this section out of the page (repeatable; e.g. curves and splits of a merged report "
-                   "whose runs' own reports have them); the page says which were left out.")
+              help="Leave this section out of the page (repeatable; e.g. curves and splits of a merged "
+                   "report whose runs' own reports have them); the page says which were left out.")
 def report(run_dirs, out, plugin_modules, leave_out):
     """Rebuild the report of one or more run directories from their stores (never retrains).
 

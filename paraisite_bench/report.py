@@ -24,6 +24,7 @@ from typing import Callable
 from jinja2 import ChoiceLoader, Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
+from .parts import splits_text
 from .protocol import SELECTION_MODES
 from .reference import PAPER_CAVEATS, PAPER_CITATION, PAPER_TABLE1, PAPER_URL, README_SOURCE, STRATEGY_STEP
 from .reference.annotations import PAPER_NOTES, like_for_like, notes_for
@@ -236,6 +237,7 @@ def templates(package: str = "paraisite_bench") -> Environment:
         env.filters.update(heat=heat, row_heat=row_heat, duration=_duration, mean=table_mean, std=table_std,
                            value=metric_value)
         env.filters["f2"] = lambda v: "" if v in (None, "") else f"{float(v):.2f}"
+        env.filters["splits"] = splits_text
         env.filters["signed"] = lambda v: "" if v is None else f"{float(v):+.2f}"
         env.globals.update(STRATEGY_STEP=STRATEGY_STEP, PAPER_CITATION=PAPER_CITATION, PAPER_URL=PAPER_URL,
                            README_SOURCE=README_SOURCE, caveats=PAPER_CAVEATS)

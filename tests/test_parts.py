@@ -78,6 +78,9 @@ def test_joined_parts_give_the_single_runs_outputs_byte_for_byte(runs, cli):
         statistics.mean(float(r["mape"]) for r in parts), abs=1e-6)
     html = out.read_text()
     assert "joined from 2 parts" in html and "Complete: every planned result is in the store" in html
+    assert "Part of a run" not in html
+    # a part alone says that it is one, and which splits it holds
+    assert "holds split(s) 0-1 of its protocol's 3" in (runs["p01"] / "report.html").read_text()
 
 
 def test_a_split_held_twice_with_the_same_results_counts_once(runs, cli):

@@ -74,9 +74,10 @@ def test_report_in_chromium(small_run, browser, paper, tmp_path_factory):
     assert page.locator("table.table1 .delta").count() == sum(1 for e in expected.values() if e["paper"])
     assert page.locator("table.table1 td.baseline").count() == len(expected) - len(models)
     assert "No published weights loaded" in page.locator("#paper-notes").inner_text()
-    # figures are inline SVG: learning curves per reading, per-split strips (+ selected epochs for paper)
-    # one learning-curve figure for both readings: they read the same stages
-    assert page.locator("#curves figure").evaluate_all("fs => fs.map(f => f.dataset.selection)") == ["paper, last"]
+    # figures are inline SVG: one learning-curve figure for both readings (they read the same stages),
+    # per-split strips per reading (+ selected epochs for paper)
+    selections = page.locator("#curves figure").evaluate_all("fs => fs.map(f => f.dataset.selection)")
+    assert selections == ["paper, last"]
     assert page.locator("#curves svg.fig").count() == 1
     assert page.locator("#splits svg.fig").count() == 3
     # several inline figures in one page: element ids stay unique and every internal reference resolves
