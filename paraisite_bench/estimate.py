@@ -22,6 +22,7 @@ import math
 import os
 import platform
 import random
+import statistics
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -44,8 +45,13 @@ from .strategy import Init
 from .train import StageData, _batching, _model_and_recipe, _train_epoch, _validate, stage_data_of
 from .worker import Task
 
-#: training steps timed per rate (after as many untimed ones: the first steps pay for allocations)
-TIMED_STEPS = 5
+#: training steps in one timed pass over the sampled records
+TIMED_STEPS = 10
+#: a rate is the median of repeated passes (after an untimed one, which pays for allocations and compiling):
+#: at least MIN_PASSES passes and MIN_TIMED_S seconds in all. One pass of five batches of 8 lasted tens of
+#: milliseconds, and two dry runs on one quiet machine priced the same AFLOW stage at 26.6 and 41.6 min.
+MIN_PASSES = 3
+MIN_TIMED_S = 2.0
 #: validation records timed per rate
 EVAL_SAMPLE = 128
 #: records featurised to time a featuriser whose features are not cached
@@ -230,11 +236,15 @@ def measure_rate(ctx: Context, spec, compiled: bool, res: Resources) -> dict:
 
 
 def _timed(step) -> float:
-    """Seconds of ``step`` run a second time (the first run warms up)."""
+    """Seconds of one run of ``step``: the median of repeated runs after an untimed first one."""
     step()
-    t0 = time.perf_counter()
-    step()
-    return max(time.perf_counter() - t0, 1e-9)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < MIN_PASSES or time.perf_counter() - start < MIN_TIMED_S:
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return max(statistics.median(times), 1e-9)
 
 
 # ---- the jobs still to do ---------------------------------------------------------------------------
