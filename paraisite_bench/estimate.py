@@ -85,7 +85,9 @@ class RateBook:
     def __init__(self, cache_dir: Path, res: Resources):
         info = machine_info()
         self.fingerprint = {"host": platform.node(), "cpu": info.get("cpu"), "gpu": info.get("gpu"),
-                            "threads": res.threads, "device": res.device, "torch": torch.__version__}
+                            "threads": res.threads, "device": res.device, "torch": torch.__version__,
+                            # rates timed another way are not reused
+                            "timing": [TIMED_STEPS, MIN_PASSES, MIN_TIMED_S]}
         self.path = Path(cache_dir) / "rates" / f"{stable_hash(self.fingerprint)[:16]}.json"
         try:
             self.rates = json.loads(self.path.read_text())["rates"]
