@@ -2,10 +2,11 @@
 estimated wall time from rates this machine measured.
 
 Rates are measured, never assumed: for each (backbone and its settings, dataset, batch size, head, eager
-or compiled) that the plan trains, a few real training steps of the real model on real featurised records of
-that dataset, through the training loop's own steps (:mod:`paraisite_bench.train`), and validation passes;
-featurisation and baselines are timed on a sample. They are kept per machine (host, CPU, threads, device,
-torch version) in ``<cache_dir>/rates/<fingerprint>.json``: a second dry run on the same machine reuses them.
+or compiled) that the plan trains, repeated passes of a few real training steps of the real model on real
+featurised records of that dataset, through the training loop's own steps (:mod:`paraisite_bench.train`),
+and of validation (the median pass counts, :func:`_timed`); featurisation and baselines are timed on a
+sample. They are kept per machine and timing method (host, CPU, threads, device, torch version, timing
+settings) in ``<cache_dir>/rates/<fingerprint>.json``: a second dry run on the same machine reuses them.
 
 The wall time is a simulation of the runner's schedule (:class:`paraisite_bench.runner.Schedule`): the jobs
 still to do, in dependency order, stages that others build on first, on ``--workers`` workers; a job takes
